@@ -1,0 +1,1 @@
+"""The ``latnas`` command line: a thin layer over the Python API."""

@@ -1,0 +1,15 @@
+"""Search spaces: FBNet (CIFAR-100), ProxylessNAS-style (ImageNet), and a registry."""
+from __future__ import annotations
+
+from latnas.spaces.base import Arch, LayerSlot, OpChoice, SearchSpace
+from latnas.spaces.registry import SPACES, register_space
+from latnas.spaces import fbnet as _fbnet  # noqa: F401  (registers "fbnet")
+from latnas.spaces import proxyless as _proxyless  # noqa: F401  (registers "proxyless")
+
+
+def get_space(name: str, **options) -> "SearchSpace":
+    """Build a registered space by name, e.g. ``get_space("fbnet", batch=1)``."""
+    return SPACES.get(name)(**options)
+
+
+__all__ = ["Arch", "LayerSlot", "OpChoice", "SearchSpace", "SPACES", "register_space", "get_space"]
