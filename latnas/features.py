@@ -1,8 +1,8 @@
 """Analytic block features: FLOPs, MACs, params, memory traffic.
 
 FLOPs come from ``torch.utils.flop_counter`` (it counts convolutions and matrix
-products, 2 FLOPs per multiply-accumulate), run once on the meta device so even
-large blocks cost microseconds; results are cached per spec.
+products, 2 FLOPs per multiply-accumulate) on one forward pass of a zero input;
+results are cached per spec.
 """
 from __future__ import annotations
 
