@@ -13,12 +13,15 @@ from latnas.latency_table import LatencyTable, flops_table
 from latnas.ops import OPS, OpDef, build_model, get_op, register_op
 from latnas.spaces import SPACES, SearchSpace, get_space, register_space
 from latnas.spec import BlockSpec
+from latnas.blocks import DiverseBranchBlock
+from latnas.reparam import reparameterize_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockCost",
     "BlockSpec",
+    "DiverseBranchBlock",
     "LatencyTable",
     "LatnasError",
     "OPS",
@@ -32,4 +35,5 @@ __all__ = [
     "get_space",
     "register_op",
     "register_space",
+    "reparameterize_model",
 ]

@@ -5,6 +5,7 @@ from latnas.spaces.base import Arch, LayerSlot, OpChoice, SearchSpace
 from latnas.spaces.registry import SPACES, register_space
 from latnas.spaces import fbnet as _fbnet  # noqa: F401  (registers "fbnet")
 from latnas.spaces import proxyless as _proxyless  # noqa: F401  (registers "proxyless")
+from latnas.spaces import repnas as _repnas  # noqa: F401  (registers "repnas", op "dbb")
 
 
 def get_space(name: str, **options) -> "SearchSpace":
