@@ -1,0 +1,93 @@
+"""``onnxruntime`` (CPU EP) and ``onnxruntime-cuda`` (CUDA EP) backends.
+
+The module is exported to ONNX in a temporary folder (see
+:mod:`profilers.onnx_export`), loaded into an ``InferenceSession`` with all
+graph optimisations, sequential execution, ``intra_op_num_threads =
+config.threads`` and one inter-op thread, and the folder is removed again.
+The timed call is ``session.run`` on a fixed NumPy input.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Callable
+
+from profilers.base import Backend, ProtocolConfig, register_backend
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend(Backend):
+    description = "ONNX Runtime, CPU execution provider (option provider='cuda' for the CUDA EP)"
+    requires = "onnxruntime, onnx"
+
+    def __init__(self, provider: str = "cpu", exporter: str = "auto", opset: int | None = None):
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown ONNX Runtime provider {provider!r} (known: {', '.join(PROVIDERS)})")
+        self.provider = provider
+        self.exporter = exporter
+        self.opset = opset
+
+    def availability(self) -> tuple[bool, str]:
+        for lib in ("onnxruntime", "onnx"):
+            if importlib.util.find_spec(lib) is None:
+                return False, f"python package {lib!r} is not installed"
+        import onnxruntime as ort
+
+        ep = PROVIDERS[self.provider]
+        if ep not in ort.get_available_providers():
+            return False, f"ONNX Runtime {ort.__version__} has no {ep} here (available: {', '.join(ort.get_available_providers())})"
+        return True, ""
+
+    def versions(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime as ort
+
+        out = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "provider": PROVIDERS[self.provider]}
+        if self.provider == "cuda":
+            try:
+                import torch
+
+                out["cuda"] = str(torch.version.cuda)
+            except ImportError:
+                pass
+        return out
+
+    def session_options(self, config: ProtocolConfig):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(config.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        return so
+
+    def session(self, module, example, config: ProtocolConfig):
+        """Export ``module`` and load it into an ONNX Runtime session (temp files removed)."""
+        import onnxruntime as ort
+
+        from profilers.onnx_export import DEFAULT_OPSET, onnx_file
+
+        with onnx_file(module, example, opset=self.opset or DEFAULT_OPSET, exporter=self.exporter) as path:
+            return ort.InferenceSession(str(path), self.session_options(config), providers=[PROVIDERS[self.provider]])
+
+    def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
+        sess = self.session(module, example, config)
+        feed = {sess.get_inputs()[0].name: example.detach().cpu().numpy()}
+        run = sess.run
+
+        def call():
+            return run(None, feed)
+
+        return call
+
+
+@register_backend("onnxruntime-cuda")
+class OnnxRuntimeCUDABackend(OnnxRuntimeBackend):
+    description = "ONNX Runtime, CUDA execution provider"
+    requires = "onnxruntime-gpu and an NVIDIA GPU"
+
+    def __init__(self, exporter: str = "auto", opset: int | None = None):
+        super().__init__(provider="cuda", exporter=exporter, opset=opset)

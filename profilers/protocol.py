@@ -1,0 +1,210 @@
+"""The measurement protocol: how one runnable artifact is timed.
+
+``measure(fn, config)`` runs ``fn`` (a zero-argument callable that performs one
+inference and blocks until it is done) in three phases:
+
+1. **Warm-up**: untimed runs until *both* ``config.warmup_runs`` runs and
+   ``config.warmup_seconds`` have passed (caches, allocators, lazy kernel
+   selection, CPU frequency ramp-up). Warm-up also stops once it has taken
+   ``config.max_seconds`` (so that a huge model is not warmed for minutes).
+2. **Timed repeats**: each run is timed on its own with
+   ``time.perf_counter_ns`` while Python's garbage collector is disabled (and
+   re-enabled afterwards, even on error, if it was enabled before).
+3. **Stopping rule**: at every ``config.window`` repeats the running median is
+   recomputed; once at least ``config.min_repeats`` runs are in, a window whose
+   median moved less than ``config.rel_tolerance`` (relative) from the previous
+   window's median counts as stable. ``config.stable_windows`` consecutive
+   stable windows stop the loop (``stable=True``); otherwise it stops at
+   ``config.max_repeats`` runs or after ``config.max_seconds`` of timed runs
+   (``stable=False``).
+
+The summary (:class:`~profilers.base.LatencyStats`, milliseconds) holds the
+median, mean, std (sample), min, p10/p25/p75/p90 (linear interpolation), IQR
+and ``noisy = IQR / median > config.noise_iqr_ratio``.
+
+Torch's intra-op thread count is pinned to ``config.threads`` while timing and
+restored afterwards; backends pin their own runtime (session options, thread
+pools) in ``prepare``.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from profilers.base import LatencyStats, ProtocolConfig
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # returns nanoseconds
+
+#: A light configuration for demos, smoke tests and ``latnas profile --quick``.
+QUICK_CONFIG = ProtocolConfig(
+    warmup_runs=3,
+    warmup_seconds=0.02,
+    min_repeats=10,
+    max_repeats=60,
+    max_seconds=0.5,
+    rel_tolerance=0.02,
+    stable_windows=2,
+    window=5,
+)
+
+
+def quick_config(**overrides: Any) -> ProtocolConfig:
+    """:data:`QUICK_CONFIG` with some fields replaced (e.g. ``threads``)."""
+    return replace(QUICK_CONFIG, **overrides)
+
+
+def check_config(config: ProtocolConfig) -> ProtocolConfig:
+    """Raise ``ValueError`` with a one-line reason for an unusable configuration."""
+    if config.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {config.threads}")
+    if config.window < 1 or config.stable_windows < 1:
+        raise ValueError("window and stable_windows must be >= 1")
+    if config.min_repeats < 1 or config.max_repeats < config.min_repeats:
+        raise ValueError(f"need 1 <= min_repeats <= max_repeats, got {config.min_repeats}, {config.max_repeats}")
+    if config.warmup_runs < 0 or config.warmup_seconds < 0 or config.max_seconds <= 0:
+        raise ValueError("warm-up counts/seconds must be >= 0 and max_seconds > 0")
+    if config.rel_tolerance <= 0 or config.noise_iqr_ratio <= 0:
+        raise ValueError("rel_tolerance and noise_iqr_ratio must be > 0")
+    return config
+
+
+# --------------------------------------------------------------------- stats
+def summarize(
+    samples_ms: Sequence[float],
+    *,
+    warmup_runs: int = 0,
+    stable: bool = False,
+    noise_iqr_ratio: float = ProtocolConfig.noise_iqr_ratio,
+) -> LatencyStats:
+    """Summary statistics of timed samples (milliseconds)."""
+    x = np.asarray(samples_ms, dtype=float)
+    if x.size == 0:
+        raise ValueError("no timed samples to summarize")
+    p10, p25, p50, p75, p90 = np.percentile(x, [10, 25, 50, 75, 90])
+    iqr = float(p75 - p25)
+    median = float(p50)
+    noisy = bool(iqr > noise_iqr_ratio * median) if median > 0 else bool(iqr > 0)
+    return LatencyStats(
+        median_ms=median,
+        mean_ms=float(x.mean()),
+        std_ms=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        min_ms=float(x.min()),
+        p10_ms=float(p10),
+        p25_ms=float(p25),
+        p75_ms=float(p75),
+        p90_ms=float(p90),
+        iqr_ms=iqr,
+        repeats=int(x.size),
+        warmup_runs=int(warmup_runs),
+        stable=bool(stable),
+        noisy=noisy,
+    )
+
+
+def median_settled(previous: float, current: float, rel_tolerance: float) -> bool:
+    """True when the running median moved less than ``rel_tolerance`` (relative)."""
+    if previous <= 0:
+        return current == previous
+    return abs(current - previous) / previous < rel_tolerance
+
+
+# ------------------------------------------------------------------- threads
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Pin torch's intra-op thread count for the duration; restore it afterwards."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        yield
+        return
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Disable the garbage collector; re-enable it afterwards if it was enabled."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# ------------------------------------------------------------------- measure
+def warm_up(fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.perf_counter_ns) -> int:
+    """Untimed runs until both minima (count and seconds) are met; returns the run count."""
+    start = clock()
+    runs = 0
+    min_ns = int(config.warmup_seconds * 1e9)
+    cap_ns = int(config.max_seconds * 1e9)
+    while True:
+        elapsed = clock() - start
+        if runs >= config.warmup_runs and elapsed >= min_ns:
+            break
+        if runs >= 1 and elapsed >= cap_ns:
+            logger.debug("warm-up capped at %d runs after %.2f s", runs, elapsed / 1e9)
+            break
+        fn()
+        runs += 1
+    return runs
+
+
+def timed_repeats(
+    fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.perf_counter_ns
+) -> tuple[list[float], bool]:
+    """Timed runs under the stopping rule; returns (samples in ms, stable)."""
+    samples: list[float] = []
+    cap_ns = int(config.max_seconds * 1e9)
+    prev_median: float | None = None
+    streak = 0
+    start = clock()
+    while True:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        samples.append((t1 - t0) / 1e6)
+        n = len(samples)
+        if n % config.window == 0:
+            median = float(np.median(samples))
+            if n >= config.min_repeats and prev_median is not None:
+                streak = streak + 1 if median_settled(prev_median, median, config.rel_tolerance) else 0
+                if streak >= config.stable_windows:
+                    return samples, True
+            prev_median = median
+        if n >= config.max_repeats or t1 - start >= cap_ns:
+            return samples, False
+
+
+def measure(
+    fn: Callable[[], Any],
+    config: ProtocolConfig = ProtocolConfig(),
+    *,
+    clock: Clock = time.perf_counter_ns,
+    pin_threads: bool = True,
+) -> LatencyStats:
+    """Time ``fn`` with the protocol described in this module's docstring."""
+    check_config(config)
+    threads = pinned_threads(config.threads) if pin_threads else contextlib.nullcontext()
+    with threads:
+        warmups = warm_up(fn, config, clock)
+        with gc_paused():
+            samples, stable = timed_repeats(fn, config, clock)
+    return summarize(samples, warmup_runs=warmups, stable=stable, noise_iqr_ratio=config.noise_iqr_ratio)

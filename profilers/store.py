@@ -1,0 +1,318 @@
+"""The profile store: measured latencies in one SQLite file.
+
+Schema (version 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)          app_id, schema_version
+    fingerprints(hash TEXT PRIMARY KEY, info TEXT, created REAL)
+    measurements(fingerprint, backend, key, batch,  -- primary key
+                 kind, median_ms, mean_ms, std_ms, min_ms, p10_ms, p25_ms,
+                 p75_ms, p90_ms, iqr_ms, repeats, warmup_runs, stable, noisy,
+                 spec TEXT (JSON), created REAL)
+
+The file runs in WAL mode with ``synchronous=NORMAL`` and every ``put``
+commits on its own, so killing a profiling run (even ``kill -9``) loses at
+most the measurement in flight; rerunning skips what is stored.
+
+Rows are keyed by device fingerprint: one file can hold several devices and
+runtimes side by side. A store opened for a device (``fingerprint=``) answers
+queries for that device by default. A file that is not SQLite, is corrupt, or
+is SQLite written by something else is refused with a one-line
+:class:`~latnas.errors.StoreError` and left untouched.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from latnas.errors import StoreError
+from profilers.base import LatencyStats, Measurement
+
+logger = logging.getLogger(__name__)
+
+APP_ID = "latnas-profile-store"
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+STAT_FIELDS = tuple(f.name for f in fields(LatencyStats))
+RECORD_FIELDS = ("fingerprint", "backend", "key", "batch", "kind", *STAT_FIELDS, "spec", "created")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS measurements (
+    fingerprint TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    key TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    median_ms REAL NOT NULL, mean_ms REAL NOT NULL, std_ms REAL NOT NULL, min_ms REAL NOT NULL,
+    p10_ms REAL NOT NULL, p25_ms REAL NOT NULL, p75_ms REAL NOT NULL, p90_ms REAL NOT NULL,
+    iqr_ms REAL NOT NULL, repeats INTEGER NOT NULL, warmup_runs INTEGER NOT NULL,
+    stable INTEGER NOT NULL, noisy INTEGER NOT NULL,
+    spec TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, backend, key, batch)
+);
+CREATE INDEX IF NOT EXISTS measurements_by_backend ON measurements (backend, fingerprint, kind);
+"""
+
+
+def _check_file(path: Path) -> bool:
+    """True when ``path`` holds data that must be validated (exists, non-empty)."""
+    if not path.exists():
+        return False
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a profile store")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"cannot read profile store {path}: {exc.strerror or exc}") from None
+    if not head:
+        return False
+    if head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is not a latnas profile store (not an SQLite file); refusing to touch it")
+    return True
+
+
+def _validate_existing(path: Path) -> None:
+    """Read-only check that an existing SQLite file is ours and of a known version."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open profile store {path}: {exc}") from None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return  # an empty SQLite database: ours to initialise
+        if "meta" not in tables:
+            raise StoreError(f"{path} is an SQLite file of another application (no latnas meta table); refusing to touch it")
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is corrupt or not a profile store ({exc})") from None
+    finally:
+        con.close()
+    if meta.get("app_id") != APP_ID:
+        raise StoreError(f"{path} is an SQLite file of another application (app_id {meta.get('app_id')!r}); refusing to touch it")
+    try:
+        version = int(meta.get("schema_version", "0"))
+    except ValueError:
+        version = -1
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{path} has profile store schema version {meta.get('schema_version')!r}; this latnas reads version {SCHEMA_VERSION}")
+
+
+def _row_to_measurement(row: sqlite3.Row) -> Measurement:
+    stats = LatencyStats(**{
+        name: (bool(row[name]) if name in ("stable", "noisy") else row[name]) for name in STAT_FIELDS
+    })
+    return Measurement(
+        key=row["key"],
+        kind=row["kind"],
+        backend=row["backend"],
+        fingerprint=row["fingerprint"],
+        batch=int(row["batch"]),
+        stats=stats,
+        spec=json.loads(row["spec"]),
+        created=float(row["created"]),
+    )
+
+
+class ProfileStore:
+    """Measured latencies keyed by (fingerprint, backend, key, batch) in SQLite.
+
+    ``fingerprint`` (a hash from :func:`profilers.fingerprint.device_fingerprint`)
+    is the current device; queries use it unless told otherwise. Call
+    :meth:`use_device` to set it and record the fingerprint's description.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str | None = None):
+        self.path = Path(path)
+        if _check_file(self.path):
+            _validate_existing(self.path)
+        elif not self.path.parent.exists():
+            raise StoreError(f"cannot create profile store {self.path}: folder {self.path.parent} does not exist")
+        try:
+            self._con = sqlite3.connect(str(self.path), timeout=30)
+            self._con.row_factory = sqlite3.Row
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=NORMAL")
+            with self._con:
+                self._con.executescript(_SCHEMA)
+                self._con.execute("INSERT OR IGNORE INTO meta VALUES ('app_id', ?)", (APP_ID,))
+                self._con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open profile store {self.path}: {exc}") from None
+        self.fingerprint = fingerprint
+
+    # ------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "ProfileStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def journal_mode(self) -> str:
+        return str(self._con.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # --------------------------------------------------------- fingerprints
+    def use_device(self, fingerprint: str, info: dict[str, Any] | None = None) -> None:
+        """Make ``fingerprint`` the current device, recording its description."""
+        self.add_fingerprint(fingerprint, info or {})
+        self.fingerprint = fingerprint
+
+    def add_fingerprint(self, fingerprint: str, info: dict[str, Any]) -> None:
+        with self._con:
+            self._con.execute(
+                "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                (fingerprint, json.dumps(info, sort_keys=True, default=str), time.time()),
+            )
+            if info:  # fill in a placeholder left by a put() before use_device()
+                self._con.execute(
+                    "UPDATE fingerprints SET info = ? WHERE hash = ? AND info = '{}'",
+                    (json.dumps(info, sort_keys=True, default=str), fingerprint),
+                )
+
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        """Every device fingerprint in the store: hash -> description."""
+        return {r["hash"]: json.loads(r["info"]) for r in self._con.execute("SELECT hash, info FROM fingerprints ORDER BY created")}
+
+    def _resolve(self, fingerprint: str | None) -> str:
+        fp = fingerprint or self.fingerprint
+        if fp is None:
+            raise StoreError("no device fingerprint given and the store has no current device")
+        return fp
+
+    def require_fingerprint(self, fingerprint: str) -> None:
+        """One-line error when the store holds nothing for ``fingerprint`` (wrong-device use)."""
+        known = self.fingerprints()
+        if fingerprint not in known:
+            names = ", ".join(known) or "none"
+            raise StoreError(f"store {self.path} has no profiles for device {fingerprint} (devices in it: {names})")
+
+    # ---------------------------------------------------------- measurements
+    def has(self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None) -> bool:
+        fp = self._resolve(fingerprint)
+        row = self._con.execute(
+            "SELECT 1 FROM measurements WHERE fingerprint=? AND backend=? AND key=? AND batch=?",
+            (fp, backend, key, int(batch)),
+        ).fetchone()
+        return row is not None
+
+    def stored_keys(self, backend: str, fingerprint: str | None = None) -> set[tuple[str, int]]:
+        """``(key, batch)`` pairs stored for ``backend`` on a device (fast resume checks)."""
+        fp = self._resolve(fingerprint)
+        rows = self._con.execute("SELECT key, batch FROM measurements WHERE fingerprint=? AND backend=?", (fp, backend))
+        return {(r[0], int(r[1])) for r in rows}
+
+    def put(self, m: Measurement) -> None:
+        """Insert or replace one measurement and commit it at once."""
+        s = m.stats
+        values = (
+            m.fingerprint, m.backend, m.key, int(m.batch), m.kind,
+            *(int(getattr(s, n)) if n in ("stable", "noisy", "repeats", "warmup_runs") else float(getattr(s, n)) for n in STAT_FIELDS),
+            json.dumps(m.spec, sort_keys=True, default=str), float(m.created or time.time()),
+        )
+        marks = ",".join("?" * len(RECORD_FIELDS))
+        try:
+            with self._con:
+                self._con.execute("INSERT OR IGNORE INTO fingerprints VALUES (?, '{}', ?)", (m.fingerprint, time.time()))
+                self._con.execute(f"INSERT OR REPLACE INTO measurements ({','.join(RECORD_FIELDS)}) VALUES ({marks})", values)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to profile store {self.path}: {exc}") from None
+
+    def get(self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None) -> Measurement | None:
+        fp = self._resolve(fingerprint)
+        row = self._con.execute(
+            "SELECT * FROM measurements WHERE fingerprint=? AND backend=? AND key=? AND batch=?",
+            (fp, backend, key, int(batch)),
+        ).fetchone()
+        return _row_to_measurement(row) if row is not None else None
+
+    def query(
+        self,
+        backend: str | None = None,
+        fingerprint: str | None = None,
+        kind: str | None = None,
+        batch: int | None = None,
+        all_devices: bool = False,
+    ) -> list[Measurement]:
+        """Stored measurements, filtered; the current device unless ``all_devices``.
+
+        Asking for a fingerprint the store does not hold is a one-line
+        :class:`StoreError` (measurements of another device are never
+        silently substituted).
+        """
+        where, args = [], []
+        if not all_devices:
+            fp = self._resolve(fingerprint)
+            self.require_fingerprint(fp)
+            where.append("fingerprint = ?")
+            args.append(fp)
+        for col, val in (("backend", backend), ("kind", kind), ("batch", batch)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM measurements" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, key"
+        return [_row_to_measurement(r) for r in self._con.execute(sql, args)]
+
+    def __len__(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+
+    # -------------------------------------------------------------- exports
+    def to_records(self, **filters: Any) -> list[dict[str, Any]]:
+        """Flat dicts (one per measurement: identity, statistics, spec JSON, created).
+
+        Defaults to the current device when the store has one, else to every
+        device in the file.
+        """
+        filters.setdefault("all_devices", filters.get("fingerprint") is None and self.fingerprint is None)
+        return [measurement_record(m) for m in self.query(**filters)]
+
+    def export_csv(self, path: str | Path, **filters: Any) -> int:
+        """Write :meth:`to_records` as CSV; returns the number of rows."""
+        records = self.to_records(**filters)
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(RECORD_FIELDS))
+                writer.writeheader()
+                writer.writerows(records)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return len(records)
+
+
+def measurement_record(m: Measurement) -> dict[str, Any]:
+    """A :class:`Measurement` as one flat dict (the CSV/record layout)."""
+    rec: dict[str, Any] = {
+        "fingerprint": m.fingerprint,
+        "backend": m.backend,
+        "key": m.key,
+        "batch": m.batch,
+        "kind": m.kind,
+    }
+    rec.update(asdict(m.stats))
+    rec["spec"] = json.dumps(m.spec, sort_keys=True, default=str)
+    rec["created"] = m.created
+    return rec
+
+
+def records_to_measurements(records: Iterable[dict[str, Any]]) -> list[Measurement]:
+    """Inverse of :func:`measurement_record` (e.g. rows read back from CSV)."""
+    out = []
+    for r in records:
+        stats = LatencyStats(**{
+            n: (str(r[n]).lower() in ("1", "true") if n in ("stable", "noisy") else (int(r[n]) if n in ("repeats", "warmup_runs") else float(r[n])))
+            for n in STAT_FIELDS
+        })
+        spec = r["spec"] if isinstance(r["spec"], dict) else json.loads(r["spec"] or "{}")
+        out.append(Measurement(r["key"], r["kind"], r["backend"], r["fingerprint"], int(r["batch"]), stats, spec, float(r["created"])))
+    return out
