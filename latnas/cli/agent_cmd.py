@@ -1,8 +1,63 @@
-"""`latnas` commands of this group (filled in by its issue)."""
+"""`latnas agent ...`: run a remote profiling agent, or ask one what it offers."""
 from __future__ import annotations
+
+import json
+import os
+from typing import Optional
 
 import typer
 
+agent_app = typer.Typer(
+    help="Remote profiling agent: serve on the device to measure, query it from elsewhere.",
+    no_args_is_help=True,
+)
+
+
+@agent_app.command("serve")
+def serve_cmd(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on. Loopback by default; any other host prints a warning."
+    ),
+    port: int = typer.Option(8765, "--port", help="TCP port (0 picks a free one)."),
+    token: Optional[str] = typer.Option(
+        None,
+        "--token",
+        help="Bearer token clients must send (>= 16 chars). Default: $LATNAS_AGENT_TOKEN, else a random one printed once.",
+    ),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Backend used when a request names none."),
+) -> None:
+    """Serve profiling requests over authenticated HTTP/JSON until interrupted."""
+    from profilers.remote import serve
+
+    serve(host=host, port=port, token=token, default_backend=backend, echo=lambda line: typer.echo(line, err=True))
+
+
+@agent_app.command("info")
+def info_cmd(
+    url: Optional[str] = typer.Option(None, "--url", help="Agent URL, e.g. http://127.0.0.1:8765 (default: $LATNAS_AGENT_URL)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Agent token (default: $LATNAS_AGENT_TOKEN)."),
+    timeout_s: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the agent."),
+    as_json: bool = typer.Option(False, "--json", help="Print the agent's full JSON reply."),
+) -> None:
+    """Show an agent's backends and device fingerprint."""
+    from latnas.errors import BackendUnavailable
+    from profilers.remote import TOKEN_ENV, URL_ENV, AgentClient
+
+    url = url or os.environ.get(URL_ENV)
+    if not url:
+        raise BackendUnavailable(f"no agent URL: pass --url or set {URL_ENV}")
+    info = AgentClient(url, token or os.environ.get(TOKEN_ENV, ""), timeout_s).info()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    fp = info.get("fingerprint") or {}
+    typer.echo(f"agent {url}: latnas {info.get('version', '?')}, default backend {info.get('default_backend', '?')}")
+    typer.echo(f"device: {fp.get('cpu', '?')}{' + ' + fp['gpu'] if fp.get('gpu') else ''} (fingerprint {info.get('fingerprint_hash', '?')})")
+    for name, status in sorted((info.get("backends") or {}).items()):
+        mark = "yes" if status.get("available") else f"no ({status.get('reason', '')})"
+        typer.echo(f"  {name:<14} {mark}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
+    """Add the ``agent`` sub-command group to ``app``."""
+    app.add_typer(agent_app, name="agent")

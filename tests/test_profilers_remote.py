@@ -1,0 +1,362 @@
+"""The remote profiling agent: auth, validation, the client backend and the CLI.
+
+Each test starts a real agent on 127.0.0.1 with an ephemeral port in a
+background thread and talks to it over HTTP.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+from latnas.errors import BackendUnavailable, DataError, LatnasError
+from latnas.spec import BlockSpec
+from profilers.base import BACKENDS, Backend, LatencyStats, ProtocolConfig, register_backend
+from profilers.fingerprint import device_fingerprint, fingerprint_hash
+from profilers.remote import (
+    DEFAULT_HOST,
+    MIN_TOKEN_CHARS,
+    AgentLimits,
+    RemoteBackend,
+    is_loopback,
+    make_server,
+    parse_config,
+    prepare_serve,
+    resolve_token,
+    start_in_thread,
+)
+
+TOKEN = "test-token-0123456789abcdef"
+FAST = ProtocolConfig(
+    warmup_runs=1, warmup_seconds=0.0, min_repeats=3, max_repeats=6, max_seconds=0.2, window=3, stable_windows=1
+)
+SPECS = [
+    BlockSpec("mbconv", cin=8, cout=8, h=8, w=8, kernel=3, expansion=3),
+    BlockSpec("conv", cin=3, cout=8, h=16, w=16, stride=2),
+]
+
+
+class _EagerTestBackend(Backend):
+    """Eager torch on the CPU; counts prepared modules so tests can see work done."""
+
+    description = "test-only eager backend"
+    prepared = 0
+
+    def versions(self):
+        return {"torch": torch.__version__}
+
+    def prepare(self, module, example, config):
+        type(self).prepared += 1
+
+        def run():
+            with torch.no_grad():
+                return module(example)
+
+        return run
+
+
+class _MissingTestBackend(Backend):
+    description = "test-only backend that is never available"
+
+    def availability(self):
+        return False, "test runtime is not installed"
+
+
+for _name, _cls in (("test-eager", _EagerTestBackend), ("test-missing", _MissingTestBackend)):
+    if _name not in BACKENDS:
+        register_backend(_name)(_cls)
+
+
+@pytest.fixture
+def agent():
+    server = make_server("127.0.0.1", 0, token=TOKEN, default_backend="test-eager", limits=AgentLimits(max_body_bytes=64 * 1024))
+    thread = start_in_thread(server)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _request(url, method="GET", body=None, token=None, headers=None):
+    """(status, decoded JSON) of a raw HTTP request."""
+    req = urllib.request.Request(url, data=body, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _profile_body(specs=SPECS, backend="test-eager", config=FAST):
+    return json.dumps(
+        {"backend": backend, "specs": [s.to_dict() for s in specs], "config": {"min_repeats": config.min_repeats,
+         "max_repeats": config.max_repeats, "max_seconds": config.max_seconds, "warmup_runs": config.warmup_runs,
+         "warmup_seconds": config.warmup_seconds, "window": config.window, "stable_windows": config.stable_windows}}
+    ).encode()
+
+
+# --------------------------------------------------------------------- auth
+def test_default_host_is_loopback():
+    assert DEFAULT_HOST == "127.0.0.1"
+    assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
+    from latnas.cli.agent_cmd import serve_cmd
+
+    assert inspect.signature(serve_cmd).parameters["host"].default.default == "127.0.0.1"
+    server = make_server(port=0, token=TOKEN)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.server_close()
+
+
+def test_requests_without_or_with_wrong_token_get_401(agent):
+    info_url = agent.url + "/v1/info"
+    status, body = _request(info_url)
+    assert status == 401 and "token" in body["error"]
+    status, _ = _request(info_url, token="wrong-token-0123456789abcdef")
+    assert status == 401
+    status, _ = _request(info_url, headers={"Authorization": f"Basic {TOKEN}"})
+    assert status == 401
+    status, _ = _request(agent.url + "/nowhere")
+    assert status == 401  # unknown paths reveal nothing without the token
+
+
+def test_unauthenticated_profile_does_nothing(agent):
+    before = _EagerTestBackend.prepared
+    status, _ = _request(agent.url + "/v1/profile", "POST", _profile_body(), token="wrong-token-0123456789abcdef")
+    assert status == 401
+    status, _ = _request(agent.url + "/v1/profile", "POST", _profile_body())
+    assert status == 401
+    assert _EagerTestBackend.prepared == before
+
+
+def test_info_with_right_token(agent):
+    status, info = _request(agent.url + "/v1/info", token=TOKEN)
+    assert status == 200
+    assert info["agent"] == "latnas" and info["default_backend"] == "test-eager"
+    assert info["backends"]["test-eager"]["available"] is True
+    assert info["backends"]["test-missing"] == {"available": False, "reason": "test runtime is not installed", "versions": {}}
+    assert "remote" not in info["backends"]
+    assert info["fingerprint_hash"] == fingerprint_hash(info["fingerprint"])
+
+
+# ------------------------------------------------------------------ profile
+def test_profile_two_blocks_through_remote_backend(agent):
+    backend = RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-eager")
+    assert backend.remote is True
+    assert backend.availability() == (True, "")
+    before = _EagerTestBackend.prepared
+    results = backend.measure_specs(SPECS, FAST)
+    assert _EagerTestBackend.prepared == before + 2
+    assert len(results) == 2
+    for stats, fp in results:
+        assert isinstance(stats, LatencyStats)
+        assert stats.median_ms > 0 and stats.min_ms <= stats.median_ms <= stats.p90_ms
+        assert FAST.min_repeats <= stats.repeats <= FAST.max_repeats
+        # The fingerprint is the agent's own one for its local backend.
+        expected_hash, expected = device_fingerprint(_EagerTestBackend(), FAST.threads)
+        expected["backend"] = "test-eager"
+        assert fp["backend"] == "test-eager"
+        assert fingerprint_hash(fp) == fingerprint_hash(expected)
+    one, fp_one = backend.measure_spec(SPECS[0], FAST)
+    assert one.median_ms > 0 and fp_one == results[0][1]
+    assert backend.versions() == {"torch": torch.__version__}
+    assert backend.device_info()["torch"] == torch.__version__
+
+
+def test_remote_backend_defaults_to_agent_default(agent):
+    backend = RemoteBackend(url=agent.url, token=TOKEN)
+    assert backend.target_backend() == "test-eager"
+    stats, _ = backend.measure_spec(SPECS[1], FAST)
+    assert stats.median_ms > 0
+
+
+def test_prepare_is_not_the_remote_path(agent):
+    with pytest.raises(NotImplementedError, match="measure_spec"):
+        RemoteBackend(url=agent.url, token=TOKEN).prepare(torch.nn.Identity(), torch.zeros(1), FAST)
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (b"{not json", "not valid JSON"),
+        (json.dumps({"specs": [{"op": "conv", "cin": "three", "cout": 8, "h": 8, "w": 8}]}).encode(), "cin"),
+        (json.dumps({"specs": [{"op": "conv", "cin": 3, "cout": 8, "h": 8, "w": 8, "evil": 1}]}).encode(), "evil"),
+        (json.dumps({"specs": [{"op": "conv", "cin": 3, "cout": 8, "h": 2, "w": 2, "stride": 4}]}).encode(), "stride"),
+        (json.dumps({"specs": [{"op": "nope", "cin": 3, "cout": 8, "h": 8, "w": 8}]}).encode(), "nope"),
+        (json.dumps({"specs": []}).encode(), "non-empty"),
+        (json.dumps([1, 2]).encode(), "JSON object"),
+        (json.dumps({"specs": [SPECS[0].to_dict()], "pickle": "x"}).encode(), "pickle"),
+        (json.dumps({"specs": [SPECS[0].to_dict()], "backend": "no-such-backend"}).encode(), "no-such-backend"),
+        (json.dumps({"specs": [SPECS[0].to_dict()], "config": {"max_seconds": 1e9}}).encode(), "max_seconds"),
+        (json.dumps({"specs": [SPECS[0].to_dict()], "config": {"threads": True}}).encode(), "threads"),
+        (json.dumps({"specs": [dict(SPECS[0].to_dict(), cin=100000)]}).encode(), "limit"),
+    ],
+)
+def test_bad_requests_get_400_with_one_line_message(agent, body, needle):
+    before = _EagerTestBackend.prepared
+    status, reply = _request(agent.url + "/v1/profile", "POST", body, token=TOKEN)
+    assert status == 400
+    assert needle in reply["error"] and "\n" not in reply["error"]
+    assert _EagerTestBackend.prepared == before
+
+
+def test_body_size_limit_and_content_type(agent):
+    status, reply = _request(agent.url + "/v1/profile", "POST", b" " * (64 * 1024 + 1), token=TOKEN)
+    assert status == 413
+    status, reply = _request(
+        agent.url + "/v1/profile", "POST", _profile_body(), token=TOKEN, headers={"Content-Type": "application/x-pickle"}
+    )
+    assert status == 415
+
+
+def test_client_maps_errors_to_one_line_latnas_errors(agent):
+    bad = BlockSpec("conv", cin=3, cout=8, h=2, w=2, stride=4)
+    with pytest.raises(DataError, match="rejected the request.*stride"):
+        RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-eager").measure_spec(bad, FAST)
+    wrong = RemoteBackend(url=agent.url, token="wrong-token-0123456789abcdef")
+    ok, reason = wrong.availability()
+    assert not ok and "rejected the token" in reason
+    with pytest.raises(BackendUnavailable, match="rejected the token"):
+        wrong.measure_spec(SPECS[0], FAST)
+    missing = RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-missing")
+    ok, reason = missing.availability()
+    assert not ok and "test runtime is not installed" in reason
+    with pytest.raises(BackendUnavailable, match="test runtime is not installed"):
+        missing.measure_spec(SPECS[0], FAST)
+
+
+def test_connection_errors_and_timeouts_are_backend_unavailable(monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = RemoteBackend(url=f"http://127.0.0.1:{port}", token=TOKEN, timeout_s=2)
+    ok, reason = backend.availability()
+    assert not ok and reason.startswith("cannot reach agent") and "\n" not in reason
+    with pytest.raises(BackendUnavailable, match="cannot reach agent"):
+        backend.measure_spec(SPECS[0], FAST)
+
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        slow = RemoteBackend(url=f"http://127.0.0.1:{silent.getsockname()[1]}", token=TOKEN, timeout_s=0.3)
+        with pytest.raises(BackendUnavailable, match="did not answer"):
+            slow.info()
+    finally:
+        silent.close()
+
+    monkeypatch.delenv("LATNAS_AGENT_URL", raising=False)
+    ok, reason = RemoteBackend(url="", token=TOKEN).availability()
+    assert not ok and "no agent URL" in reason
+
+
+# ------------------------------------------------------------ token policy
+def test_serving_without_token_generates_one_and_prints_it(monkeypatch):
+    monkeypatch.delenv("LATNAS_AGENT_TOKEN", raising=False)
+    token, generated = resolve_token(None)
+    assert generated and len(token) >= MIN_TOKEN_CHARS
+    assert resolve_token(None)[0] != token  # random each time
+    server, lines = prepare_serve("127.0.0.1", 0, None, "test-eager")
+    try:
+        assert server.token in lines[-1] and "generated token" in lines[-1]
+        assert not any(line.startswith("warning") for line in lines)
+    finally:
+        server.server_close()
+    monkeypatch.setenv("LATNAS_AGENT_TOKEN", TOKEN)
+    assert resolve_token(None) == (TOKEN, False)
+    server, lines = prepare_serve("127.0.0.1", 0, None, "test-eager")
+    try:
+        assert server.token == TOKEN and not any(TOKEN in line for line in lines)
+    finally:
+        server.server_close()
+
+
+def test_short_or_empty_tokens_are_refused():
+    with pytest.raises(LatnasError, match="too short"):
+        resolve_token("short")
+    with pytest.raises(LatnasError, match="too short"):
+        make_server("127.0.0.1", 0, token="")
+
+
+def test_non_loopback_host_warns():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    server, lines = prepare_serve("0.0.0.0", 0, TOKEN, "test-eager")
+    try:
+        assert lines[0].startswith("warning: listening on non-loopback host 0.0.0.0")
+    finally:
+        server.server_close()
+
+
+def test_serve_refuses_unavailable_default_backend():
+    with pytest.raises(BackendUnavailable, match="test runtime is not installed"):
+        prepare_serve("127.0.0.1", 0, TOKEN, "test-missing")
+
+
+def test_parse_config_is_strict():
+    assert parse_config({"max_repeats": 7, "max_seconds": 1}) == ProtocolConfig(max_repeats=7, max_seconds=1.0)
+    for bad in ({"max_repeats": 1.5}, {"max_seconds": "1"}, {"nope": 1}, {"max_seconds": float("nan")}, {"window": -1}):
+        with pytest.raises(DataError):
+            parse_config(bad)
+
+
+# --------------------------------------------------------------------- CLI
+def test_cli_agent_info(agent, capsys):
+    from latnas.cli.main import main
+
+    rc = main(["agent", "info", "--url", agent.url, "--token", TOKEN])
+    out = capsys.readouterr().out
+    assert rc == 0 and "test-eager" in out and "default backend test-eager" in out
+    rc = main(["agent", "info", "--url", agent.url, "--token", TOKEN, "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["agent"] == "latnas"
+    rc = main(["agent", "info", "--url", agent.url, "--token", "wrong-token-0123456789abcdef"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: agent at") and "rejected the token" in err
+
+
+def test_cli_agent_serve_runs_and_answers(monkeypatch):
+    """`latnas agent serve` in a thread with port 0; interrupt it via the server handle."""
+    import profilers.remote as remote
+    from latnas.cli.main import main
+
+    started = {}
+    real = remote.prepare_serve
+
+    def spy(*args, **kwargs):
+        server, lines = real(*args, **kwargs)
+        started["server"] = server
+        return server, lines
+
+    monkeypatch.setattr(remote, "prepare_serve", spy)
+    thread = threading.Thread(
+        target=main, args=(["agent", "serve", "--port", "0", "--token", TOKEN, "--backend", "test-eager"],), daemon=True
+    )
+    thread.start()
+    for _ in range(200):
+        if "server" in started:
+            break
+        threading.Event().wait(0.02)
+    server = started["server"]
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        status, info = _request(server.url + "/v1/info", token=TOKEN)
+        assert status == 200 and info["default_backend"] == "test-eager"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
