@@ -6,10 +6,15 @@ committed at once), show a progress bar with ETA, and return a
 :class:`RunSummary`. A block that fails to export or run is reported in one
 line and skipped; the run goes on.
 
-A backend that measures somewhere else (a remote agent) may define
-``measure_block(spec, config) -> LatencyStats`` and/or
-``measure_model(space_name, arch_string, batch, config) -> LatencyStats``;
-they replace the local build/prepare/measure path.
+Backend hooks (all optional):
+
+- ``measure(fn, config) -> LatencyStats``: the backend times the prepared
+  callable itself (e.g. GPU backends with CUDA events) instead of
+  :func:`profilers.protocol.measure`;
+- ``measure_spec(spec, config) -> LatencyStats | (LatencyStats, info)``: the
+  backend measures a block somewhere else (a remote agent) from its spec;
+- ``measure_model(space_name, arch_string, batch, config) -> LatencyStats``:
+  the same for whole models.
 """
 from __future__ import annotations
 
@@ -78,8 +83,9 @@ def _measure_module(backend: Backend, module, example, config: ProtocolConfig) -
 
     with pinned_threads(config.threads):  # export/lowering also runs with the pinned count
         fn = backend.prepare(module, example, config)
+        own = getattr(backend, "measure", None)
         try:
-            return measure(fn, config)
+            return own(fn, config) if callable(own) else measure(fn, config)
         finally:
             del fn
 
@@ -95,9 +101,10 @@ def profile_block(
     backend = get_backend(backend)
     check_config(config)
     spec.validate()
-    hook = getattr(backend, "measure_block", None)
+    hook = getattr(backend, "measure_spec", None)
     if callable(hook):
-        stats = hook(spec, config)
+        result = hook(spec, config)
+        stats = result[0] if isinstance(result, tuple) else result
     else:
         module = spec.build()
         stats = _measure_module(backend, module, example_input(spec.input_shape), config)

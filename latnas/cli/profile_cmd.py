@@ -1,8 +1,172 @@
-"""`latnas` commands of this group (filled in by its issue)."""
+"""`latnas devices`, `latnas profile` and `latnas profiles ...`: measure latency into a store.
+
+``latnas profile`` profiles the space's unique blocks (the per-layer block
+table plus stem and head) by default; ``--models N`` profiles N random whole
+models *instead*, and ``--models N --blocks`` does both. Every result is
+committed at once, so an interrupted run resumes where it stopped.
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from latnas.errors import DataError, ShapeError, StoreError
+
+profiles_app = typer.Typer(help="Inspect and export profile stores.", no_args_is_help=True)
+
+
+def _config(quick: bool, threads: int):
+    from profilers.base import ProtocolConfig
+    from profilers.protocol import QUICK_CONFIG, check_config
+
+    if threads < 1:
+        raise ShapeError(f"--threads must be >= 1, got {threads}")
+    config = replace(QUICK_CONFIG if quick else ProtocolConfig(), threads=threads)
+    try:
+        return check_config(config)
+    except ValueError as exc:
+        raise DataError(f"bad protocol configuration: {exc}") from None
+
+
+def _fmt_ms(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def devices(
+    threads: int = typer.Option(1, "--threads", help="Thread count that goes into each fingerprint."),
+) -> None:
+    """List profiler backends: available or why not, and this device's fingerprint for each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from profilers import available_backends, device_fingerprint, get_backend
+    from profilers.fingerprint import host_info
+
+    host = host_info()
+    console = Console()
+    console.print(
+        f"host: {host['cpu']} ({host['logical_cores']} logical / {host['physical_cores']} physical cores), "
+        f"{host['os']}, python {host['python']}, torch {host['torch']}" + (f", GPU {host['gpu']}" if host["gpu"] else "")
+    )
+    table = Table("backend", "available", "fingerprint", "runtime / reason")
+    for name, (ok, reason) in available_backends().items():
+        fp, detail = "-", reason
+        if ok:
+            try:
+                backend = get_backend(name)
+                fp, info = device_fingerprint(backend, threads)
+                detail = ", ".join(f"{k} {v}" for k, v in info["runtime"].items())
+            except Exception as exc:  # a backend that breaks while describing itself
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+        table.add_row(name, "yes" if ok else "no", fp, detail)
+    console.print(table)
+
+
+def profile(
+    space: str = typer.Option("fbnet", "--space", help="Search space whose blocks (or models) to profile."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Backend name (see `latnas devices`)."),
+    store: Path = typer.Option(Path("profiles.db"), "--store", help="SQLite profile store (created if absent)."),
+    threads: int = typer.Option(1, "--threads", help="Intra-op threads, pinned while timing."),
+    batch: int = typer.Option(1, "--batch", help="Batch size of the profiled inputs."),
+    models: int = typer.Option(0, "--models", help="Profile N random whole models instead of the block table."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random models."),
+    blocks: bool = typer.Option(False, "--blocks", help="With --models: profile the block table as well."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N blocks of the table."),
+    quick: bool = typer.Option(False, "--quick", help="Lighter protocol (fewer warm-ups and repeats) for demos/tests."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+) -> None:
+    """Profile a space's unique blocks (default) or random whole models into a store; resumes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from latnas.spaces import get_space
+    from profilers import ProfileStore, get_backend, profile_blocks, profile_models, require_available
+
+    if batch < 1:
+        raise ShapeError(f"--batch must be >= 1, got {batch}")
+    if models < 0:
+        raise DataError(f"--models must be >= 0, got {models}")
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be >= 1, got {limit}")
+    config = _config(quick, threads)
+    the_space = get_space(space, batch=batch)
+    bk = require_available(get_backend(backend))
+    summaries = []
+    with ProfileStore(store) as db:
+        if models == 0 or blocks:
+            specs = the_space.unique_blocks()
+            if limit is not None:
+                specs = specs[:limit]
+            for spec in specs:
+                spec.validate()
+            summaries.append(profile_blocks(bk, specs, db, config, progress=progress))
+        if models:
+            archs = the_space.random_archs(models, rng=seed)
+            summaries.append(profile_models(bk, the_space, archs, db, config, progress=progress))
+    console = Console()
+    table = Table("kind", "count", "done", "skipped", "failed", "median of medians (ms)", "noisy", "wall (s)")
+    for s in summaries:
+        table.add_row(s.kind, str(s.total), str(s.done), str(s.skipped), str(s.failed),
+                      _fmt_ms(s.median_of_medians_ms), str(s.noisy), f"{s.wall_s:.1f}")
+    console.print(f"backend {bk.name}, device {summaries[0].fingerprint}, store {store}")
+    console.print(table)
+    for s in summaries:
+        for key, reason in s.failures:
+            console.print(f"failed {key}: {reason}", markup=False, highlight=False)
+
+
+def _open_existing(store: Path):
+    from profilers import ProfileStore
+
+    if not store.exists():
+        raise StoreError(f"no profile store at {store}")
+    return ProfileStore(store)
+
+
+@profiles_app.command("export")
+def export(
+    store: Path = typer.Option(Path("profiles.db"), "--store", help="Profile store to read."),
+    output: Path = typer.Option(..., "-o", "--output", help="CSV file to write."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Only this backend's rows."),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Only this device's rows (default: all devices)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only 'block' or 'model' rows."),
+) -> None:
+    """Export measurements (one row each, all statistics) to CSV."""
+    with _open_existing(store) as db:
+        n = db.export_csv(output, backend=backend, kind=kind, fingerprint=fingerprint, all_devices=fingerprint is None)
+    typer.echo(f"wrote {n} rows to {output}")
+
+
+@profiles_app.command("summary")
+def summary(
+    store: Path = typer.Option(Path("profiles.db"), "--store", help="Profile store to read."),
+) -> None:
+    """Rows per device fingerprint, backend and kind."""
+    import statistics
+
+    from rich.console import Console
+    from rich.table import Table
+
+    with _open_existing(store) as db:
+        fps = db.fingerprints()
+        rows = db.query(all_devices=True)
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for m in rows:
+        groups.setdefault((m.fingerprint, m.backend, m.kind), []).append(m.stats.median_ms)
+    table = Table("fingerprint", "device", "backend", "kind", "rows", "median of medians (ms)")
+    for (fp, be, kind), meds in sorted(groups.items()):
+        info = fps.get(fp, {})
+        device = str(info.get("gpu") or info.get("cpu") or "?") + f", {info.get('threads', '?')} thr"
+        table.add_row(fp, device, be, kind, str(len(meds)), _fmt_ms(statistics.median(meds)))
+    Console().print(table)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
+    """Add `devices`, `profile` and the `profiles` group to ``app``."""
+    app.command("devices")(devices)
+    app.command("profile")(profile)
+    app.add_typer(profiles_app, name="profiles")
