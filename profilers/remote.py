@@ -10,7 +10,8 @@ Wire protocol (JSON only, never pickle):
   "backends": {name: {"available", "reason"}}, "fingerprint": {...},
   "fingerprint_hash"}``
 - ``POST /v1/profile`` with ``{"backend": name, "specs": [BlockSpec.to_dict(),
-  ...], "config": {ProtocolConfig fields}}`` -> ``{"measurements": [{"key",
+  ...], "config": {ProtocolConfig fields}, "options": {backend constructor
+  options}}`` (only ``specs`` is required) -> ``{"measurements": [{"key",
   "kind", "backend", "batch", "spec", "stats", "fingerprint",
   "fingerprint_hash", "created"}, ...]}``
 
@@ -31,7 +32,6 @@ import os
 import secrets
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, fields
@@ -105,6 +105,21 @@ class ProfileRequest:
     backend: str
     specs: tuple[BlockSpec, ...]
     config: ProtocolConfig
+    options: dict[str, Any]
+
+
+def parse_options(data: Any) -> dict[str, Any]:
+    """Backend constructor options: a flat object of short names to scalars."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or len(data) > 16:
+        raise DataError("'options' must be a JSON object of at most 16 backend options")
+    for name, value in data.items():
+        if not name.isidentifier() or name.startswith("_"):
+            raise DataError(f"bad backend option name {name!r}")
+        if not isinstance(value, (str, int, float, bool)) or (isinstance(value, str) and len(value) > 256):
+            raise DataError(f"backend option {name!r} must be a string, number or boolean")
+    return dict(data)
 
 
 def parse_config(data: Any, limits: AgentLimits = AgentLimits()) -> ProtocolConfig:
@@ -171,7 +186,7 @@ def parse_profile_request(
     """Validate a decoded ``POST /v1/profile`` body; raise a one-line LatnasError if bad."""
     if not isinstance(payload, dict):
         raise DataError("request body must be a JSON object with 'specs' (and optional 'backend', 'config')")
-    unknown = set(payload) - {"backend", "specs", "config"}
+    unknown = set(payload) - {"backend", "specs", "config", "options"}
     if unknown:
         raise DataError(f"unknown request fields: {', '.join(sorted(map(str, unknown)))}")
     backend = payload.get("backend", default_backend)
@@ -195,7 +210,12 @@ def parse_profile_request(
         except LatnasError as exc:
             raise type(exc)(f"specs[{i}]: {exc}") from None
         specs.append(spec)
-    return ProfileRequest(backend=backend, specs=tuple(specs), config=parse_config(payload.get("config"), limits))
+    return ProfileRequest(
+        backend=backend,
+        specs=tuple(specs),
+        config=parse_config(payload.get("config"), limits),
+        options=parse_options(payload.get("options")),
+    )
 
 
 # ------------------------------------------------------------ agent-side work
@@ -242,51 +262,38 @@ def backends_status() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _measure_with(backend: Backend, fn: Callable[[], Any], config: ProtocolConfig) -> LatencyStats:
-    """Use the backend's own ``measure`` (self-timed GPU backends), else the shared protocol."""
-    own = getattr(backend, "measure", None)
-    if callable(own):
-        return own(fn, config)
-    from profilers.protocol import measure
+def profile_specs(
+    backend_name: str,
+    specs: Sequence[BlockSpec],
+    config: ProtocolConfig,
+    options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Time ``specs`` with a local backend (via the runner); return JSON-ready measurement dicts."""
+    from profilers.runner import profile_block, require_available
 
-    return measure(fn, config)
-
-
-def measure_block_locally(backend: Backend, spec: BlockSpec, config: ProtocolConfig, seed: int = 0) -> LatencyStats:
-    """Build ``spec``, prepare it with ``backend`` and time it (the agent's unit of work)."""
-    import torch
-
-    torch.manual_seed(seed)
-    module = spec.build().eval()
-    example = torch.randn(spec.input_shape, generator=torch.Generator().manual_seed(seed))
-    fn = backend.prepare(module, example, config)
-    return _measure_with(backend, fn, config)
-
-
-def profile_specs(backend_name: str, specs: Sequence[BlockSpec], config: ProtocolConfig) -> list[dict[str, Any]]:
-    """Time ``specs`` with a local backend; return JSON-ready measurement dicts."""
     _load_backends()
-    backend = BACKENDS.get(backend_name)()
+    try:
+        backend = BACKENDS.get(backend_name)(**(options or {}))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"backend {backend_name!r}: bad options: {' '.join(str(exc).split())}") from None
     if getattr(backend, "remote", False):
         raise DataError("the agent does not forward to another agent: name a local backend")
-    ok, reason = backend.availability()
-    if not ok:
-        raise BackendUnavailable(f"backend {backend_name!r} is unavailable on the agent: {reason}")
+    require_available(backend)
     fp, fp_hash = local_fingerprint(backend, config.threads)
     out = []
     for spec in specs:
-        stats = measure_block_locally(backend, spec, config)
+        m = profile_block(backend, spec, config, fingerprint=fp_hash)
         out.append(
             {
-                "key": spec.key,
-                "kind": "block",
-                "backend": backend_name,
-                "batch": spec.batch,
-                "spec": spec.to_dict(),
-                "stats": stats.to_dict(),
+                "key": m.key,
+                "kind": m.kind,
+                "backend": m.backend,
+                "batch": m.batch,
+                "spec": m.spec,
+                "stats": m.stats.to_dict(),
                 "fingerprint": fp,
                 "fingerprint_hash": fp_hash,
-                "created": time.time(),
+                "created": m.created,
             }
         )
     return out
@@ -431,7 +438,7 @@ class AgentHandler(BaseHTTPRequestHandler):
             return
         try:
             with self.server.profile_lock:
-                results = profile_specs(req.backend, req.specs, req.config)
+                results = profile_specs(req.backend, req.specs, req.config, req.options)
         except BackendUnavailable as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
             return
@@ -540,10 +547,18 @@ class AgentClient:
     def info(self) -> dict[str, Any]:
         return self._request("GET", "/info", None, self.timeout_s)
 
-    def profile(self, specs: Sequence[BlockSpec], config: ProtocolConfig, backend: str | None = None) -> list[dict[str, Any]]:
+    def profile(
+        self,
+        specs: Sequence[BlockSpec],
+        config: ProtocolConfig,
+        backend: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
         payload: dict[str, Any] = {"specs": [s.to_dict() for s in specs], "config": _config_dict(config)}
         if backend:
             payload["backend"] = backend
+        if options:
+            payload["options"] = dict(options)
         # Generous: each block may take its warmup and timing budget plus build time on the agent.
         timeout = self.timeout_s + len(specs) * (config.max_seconds + config.warmup_seconds + 30.0)
         reply = self._request("POST", "/profile", payload, timeout)
@@ -621,7 +636,9 @@ class RemoteBackend(Backend):
 
     Options: ``url`` (else ``$LATNAS_AGENT_URL``), ``token`` (else
     ``$LATNAS_AGENT_TOKEN``), ``remote_backend`` (the agent's backend; default:
-    the agent's default), ``timeout_s`` (connect and info timeout).
+    the agent's default), ``remote_options`` (that backend's constructor
+    options, e.g. ``{"precision": "fp16"}``), ``timeout_s`` (connect and info
+    timeout).
 
     Runner hook: a backend with ``remote = True`` cannot ``prepare`` a local
     module; call ``measure_spec(spec, config) -> (LatencyStats, fingerprint
@@ -638,8 +655,12 @@ class RemoteBackend(Backend):
         url: str | None = None,
         token: str | None = None,
         remote_backend: str | None = None,
+        remote_options: dict[str, Any] | None = None,
         timeout_s: float = 10.0,
     ):
+        if remote_options is not None and not isinstance(remote_options, dict):
+            raise ValueError("remote_options must be a dict of backend options")
+        self.remote_options = dict(remote_options or {})
         self.url = url or os.environ.get(URL_ENV) or ""
         self.token = token or os.environ.get(TOKEN_ENV) or ""
         self.remote_backend = remote_backend
@@ -699,7 +720,7 @@ class RemoteBackend(Backend):
         """Time ``specs`` on the agent in one request; (stats, agent fingerprint) per spec."""
         if not specs:
             return []
-        results = self.client().profile(list(specs), config, self.target_backend())
+        results = self.client().profile(list(specs), config, self.target_backend(), self.remote_options)
         out = []
         for spec, item in zip(specs, results):
             if not isinstance(item, dict) or item.get("key") != spec.key:

@@ -360,3 +360,47 @@ def test_cli_agent_serve_runs_and_answers(monkeypatch):
         server.shutdown()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+# ------------------------------------------------------- runner integration
+def test_runner_profiles_through_remote_backend_into_store(agent, tmp_path):
+    """The runner's measure_spec hook: remote blocks land in a store under the agent's device."""
+    from profilers.runner import profile_blocks
+    from profilers.store import ProfileStore
+
+    backend = RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-eager")
+    fp_hash, fp_info = device_fingerprint(backend, FAST.threads)
+    assert fp_info["backend"] == "remote" and fp_info["runtime"] == {"torch": torch.__version__}
+    with ProfileStore(tmp_path / "remote.sqlite") as store:
+        summary = profile_blocks(backend, SPECS, store, FAST, progress=False)
+        assert summary.done == 2 and summary.failed == 0 and summary.fingerprint == fp_hash
+        rows = store.query(backend="remote")
+        assert sorted(m.key for m in rows) == sorted(s.key for s in SPECS)
+        assert all(m.stats.median_ms > 0 and m.fingerprint == fp_hash for m in rows)
+        again = profile_blocks(backend, SPECS, store, FAST, progress=False)
+        assert again.skipped == 2 and again.done == 0
+
+
+@pytest.mark.parametrize("name", ["torch-cpu", "onnxruntime"])
+def test_real_backends_on_the_agent(agent, name):
+    import profilers.backends  # noqa: F401
+
+    if name not in BACKENDS or not BACKENDS.get(name)().availability()[0]:
+        pytest.skip(f"{name} backend not available here")
+    stats, fp = RemoteBackend(url=agent.url, token=TOKEN, remote_backend=name).measure_spec(SPECS[0], FAST)
+    assert stats.median_ms > 0 and fp["backend"] == name
+
+
+def test_backend_options_are_passed_and_checked(agent):
+    import profilers.backends  # noqa: F401
+
+    if "onnxruntime" not in BACKENDS:
+        pytest.skip("onnxruntime backend not registered")
+    bad = RemoteBackend(url=agent.url, token=TOKEN, remote_backend="onnxruntime", remote_options={"provider": "abacus"})
+    with pytest.raises(DataError, match="bad options.*abacus"):
+        bad.measure_spec(SPECS[0], FAST)
+    status, reply = _request(
+        agent.url + "/v1/profile", "POST",
+        json.dumps({"specs": [SPECS[0].to_dict()], "options": {"__class__": "x"}}).encode(), token=TOKEN,
+    )
+    assert status == 400 and "option name" in reply["error"]
