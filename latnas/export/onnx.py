@@ -1,0 +1,91 @@
+"""ONNX export: ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX Runtime parity."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from latnas.export.common import ExportError, ExportResult, Parity, reference_output, require_eval
+
+log = logging.getLogger(__name__)
+
+ONNX_TOLERANCE = 1e-4
+DEFAULT_OPSET = 18
+
+
+def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model, (example,), str(path), opset_version=opset, dynamo=True,
+                input_names=["input"], output_names=["output"], verbose=False,
+            )
+        except Exception as exc:
+            raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0][:200]}") from None
+
+
+def onnx_node_count(path: str | Path) -> int:
+    """Top-level graph nodes of an ONNX file."""
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def model_node_count(model: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET) -> int:
+    """ONNX node count of ``model`` (exported to a temporary file), e.g. before fusion."""
+    require_eval(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        _torch_export(model, example, path, opset)
+        return onnx_node_count(path)
+
+
+def run_onnxruntime(path: str | Path, example: torch.Tensor, threads: int = 1):
+    """Run an ONNX file on the CPU with ONNX Runtime; return the first output (numpy)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: example.detach().cpu().numpy()})[0]
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    check_parity: bool = True,
+    tolerance: float = ONNX_TOLERANCE,
+) -> ExportResult:
+    """Export an eval-mode ``model`` to ONNX, validate it, and compare ONNX Runtime with torch."""
+    import onnx
+
+    require_eval(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ref = reference_output(model, example)
+    _torch_export(model, example, path, opset)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected {path}: {str(exc).strip().splitlines()[0][:200]}") from None
+    parity = None
+    if check_parity:
+        parity = Parity.compare(run_onnxruntime(path, example), ref, tolerance)
+    return ExportResult(
+        format="onnx",
+        path=path,
+        parity=parity,
+        size_bytes=os.path.getsize(path),
+        nodes=onnx_node_count(path),
+        details={"opset": opset},
+    )
