@@ -1,0 +1,179 @@
+"""GPU backends: ``torch-cuda`` and ``tensorrt``.
+
+Without a GPU (or TensorRT) the hardware tests skip with the reason, and the
+tests below them check that the backends say why in one line and refuse to
+profile with :class:`BackendUnavailable`.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import itertools
+
+import pytest
+import torch
+
+from latnas.errors import BackendUnavailable
+from latnas.spec import BlockSpec
+from profilers.backends.tensorrt import TRT_MISSING_REASON, EngineOptions, TensorRTBackend, default_timing_cache_path
+from profilers.backends.torch_cuda import NO_GPU_REASON, TorchCUDABackend, measure_self_timed
+from profilers.base import ProtocolConfig
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason=NO_GPU_REASON)
+needs_trt = pytest.mark.skipif(not (HAS_CUDA and HAS_TRT), reason=f"needs a CUDA GPU and TensorRT: {TRT_MISSING_REASON if not HAS_TRT else NO_GPU_REASON}")
+
+FAST = ProtocolConfig(warmup_runs=3, warmup_seconds=0.0, min_repeats=10, max_repeats=40, max_seconds=1.0, window=5, stable_windows=2)
+SPEC = BlockSpec("mbconv", cin=16, cout=16, h=16, w=16, kernel=3, expansion=3)
+
+
+# ------------------------------------------------------------ no hardware
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is visible: the no-GPU path does not apply")
+def test_torch_cuda_unavailable_says_why_and_refuses():
+    backend = TorchCUDABackend()
+    assert backend.availability() == (False, NO_GPU_REASON)
+    with pytest.raises(BackendUnavailable, match="torch-cuda.*no CUDA GPU visible to torch"):
+        backend.prepare(SPEC.build(), torch.randn(SPEC.input_shape), FAST)
+
+
+@pytest.mark.skipif(HAS_CUDA and HAS_TRT, reason="TensorRT and a GPU are present: the unavailable path does not apply")
+def test_tensorrt_unavailable_says_why_and_refuses():
+    from profilers.backends.tensorrt import layer_times
+
+    ok, reason = TensorRTBackend().availability()
+    assert not ok and "\n" not in reason
+    assert reason == (TRT_MISSING_REASON if not HAS_TRT else NO_GPU_REASON)
+    with pytest.raises(BackendUnavailable, match="tensorrt"):
+        TensorRTBackend(precision="fp16").prepare(SPEC.build(), torch.randn(SPEC.input_shape), FAST)
+    with pytest.raises(BackendUnavailable):
+        layer_times(SPEC.build(), torch.randn(SPEC.input_shape))
+
+
+@pytest.mark.skipif(HAS_CUDA and HAS_TRT, reason="GPU backends are available here")
+def test_runner_refuses_unavailable_gpu_backends(tmp_path):
+    from profilers.runner import profile_block, profile_blocks
+    from profilers.store import ProfileStore
+
+    for name in ("torch-cuda", "tensorrt"):
+        ok = TorchCUDABackend().availability()[0] if name == "torch-cuda" else TensorRTBackend().availability()[0]
+        if ok:
+            continue
+        with pytest.raises(BackendUnavailable, match=name):
+            profile_block(name, SPEC, FAST)
+        with ProfileStore(tmp_path / f"{name}.sqlite") as store, pytest.raises(BackendUnavailable, match=name):
+            profile_blocks(name, [SPEC], store, FAST, progress=False)
+
+
+def test_gpu_backends_are_registered_with_options():
+    import profilers.backends  # noqa: F401
+    from profilers.base import BACKENDS
+
+    assert BACKENDS.get("torch-cuda") is TorchCUDABackend and BACKENDS.get("tensorrt") is TensorRTBackend
+    assert TorchCUDABackend.self_timed and TensorRTBackend.self_timed
+    assert TensorRTBackend(precision="fp16", workspace_mb=256).options == EngineOptions(precision="fp16", workspace_mb=256)
+    for bad in ({"precision": "int3"}, {"workspace_mb": 0}, {"optimization_level": 9}):
+        with pytest.raises(ValueError):
+            TensorRTBackend(**bad)
+    with pytest.raises(ValueError):
+        TorchCUDABackend(precision="fp8")
+    with pytest.raises(TypeError):
+        TensorRTBackend(nonsense=1)
+
+
+def test_timing_cache_path_is_per_version_and_gpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("LATNAS_CACHE_DIR", str(tmp_path))
+    a = default_timing_cache_path("10.9.0", "NVIDIA H100 80GB HBM3")
+    b = default_timing_cache_path("11.0.1", "NVIDIA H100 80GB HBM3")
+    assert a.parent == tmp_path / "tensorrt" and a != b
+    assert a.name == "timing-10.9.0-nvidia-h100-80gb-hbm3.cache"
+
+
+def test_self_timed_protocol_uses_returned_samples():
+    """The CUDA-event loop applies the shared stopping rule to the ms the callable returns."""
+    constant = measure_self_timed(lambda: 2.5, FAST)
+    # window 5, min 10, 2 stable windows: medians at 5 (first), 10 (stable 1), 15 (stable 2) -> stop.
+    assert constant.stable and constant.repeats == 15 and constant.median_ms == 2.5 and constant.iqr_ms == 0.0
+    assert constant.warmup_runs >= FAST.warmup_runs
+    drifting = itertools.count(1)
+    stats = measure_self_timed(lambda: float(next(drifting)), FAST)  # median never settles
+    assert not stats.stable and stats.repeats == FAST.max_repeats
+    assert stats.min_ms == FAST.warmup_runs + 1  # warm-up samples are not in the statistics
+
+
+# ------------------------------------------------------------- torch-cuda
+@pytest.mark.gpu
+@needs_cuda
+def test_torch_cuda_profiles_a_block():
+    from profilers.runner import profile_block
+
+    m = profile_block(TorchCUDABackend(), SPEC, FAST)
+    assert m.stats.median_ms > 0 and m.stats.repeats >= FAST.min_repeats
+    assert m.backend == "torch-cuda"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_events_time_the_device_not_the_host():
+    """Event time of one run is within its synchronised host wall time."""
+    import time
+
+    fn = TorchCUDABackend().prepare(SPEC.build(), torch.randn(SPEC.input_shape), FAST)
+    for _ in range(5):
+        fn()
+    t0 = time.perf_counter()
+    device_ms = fn()
+    host_ms = (time.perf_counter() - t0) * 1e3
+    assert 0 < device_ms <= host_ms
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_torch_cuda_fp16_matches_fp32_outputs():
+    module = SPEC.build().eval()
+    x = torch.randn(SPEC.input_shape)
+    ref = module(x)
+    half = module.to("cuda", dtype=torch.float16)(x.to("cuda", dtype=torch.float16)).float().cpu()
+    assert torch.allclose(ref, half, atol=5e-2, rtol=5e-2)
+
+
+# --------------------------------------------------------------- tensorrt
+@pytest.mark.tensorrt
+@needs_trt
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-3), ("fp16", 5e-2)])
+def test_tensorrt_engine_matches_torch_and_profiles(tmp_path, precision, tol):
+    from profilers.backends.tensorrt import EngineRunner, build_engine
+    from profilers.runner import profile_block
+
+    cache = tmp_path / "timing.cache"
+    opts = EngineOptions(precision=precision, timing_cache=str(cache), workspace_mb=256)
+    module = SPEC.build().eval()
+    x = torch.randn(SPEC.input_shape)
+    ref = module(x)
+    engine = build_engine(copy.deepcopy(module), x, opts)  # build_engine moves/casts its module
+    runner = EngineRunner(engine, x.half() if precision == "fp16" else x)
+    out = next(iter(runner.run().values())).float().cpu()
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=tol, rtol=tol)
+    assert cache.is_file() and cache.stat().st_size > 0
+    m = profile_block(TensorRTBackend(precision=precision, timing_cache=str(cache)), SPEC, FAST)
+    assert m.stats.median_ms > 0 and m.backend == "tensorrt"
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_tensorrt_layer_times(tmp_path):
+    from profilers.backends.tensorrt import layer_times
+
+    times = layer_times(SPEC.build(), torch.randn(SPEC.input_shape), runs=5, warmup=2, timing_cache=str(tmp_path / "c"))
+    assert times and all(v >= 0 for v in times.values()) and sum(times.values()) > 0
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is visible: the no-GPU path does not apply")
+def test_cli_profile_with_gpu_backend_fails_in_one_line(tmp_path, capsys):
+    from latnas.cli.main import main
+
+    rc = main(["profile", "--backend", "torch-cuda", "--store", str(tmp_path / "p.db"), "--limit", "1", "--quick", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().count("\n") == 0
+    assert err.startswith("error: ") and NO_GPU_REASON in err
