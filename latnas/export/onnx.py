@@ -23,7 +23,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: in
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model, (example,), str(path), opset_version=opset, dynamo=True,
+                model, (example,), str(path), opset_version=opset, dynamo=True, external_data=False,
                 input_names=["input"], output_names=["output"], verbose=False,
             )
         except Exception as exc:

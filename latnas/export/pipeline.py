@@ -80,7 +80,7 @@ def export_model(
         if not ok:
             if names == ("tensorrt",):
                 raise BackendUnavailable(reason)
-            log.warning("skipping tensorrt: %s", reason)
+            log.info("skipping tensorrt: %s", reason)
             report.skipped["tensorrt"] = reason
             names = tuple(n for n in names if n != "tensorrt")
     deploy = model
