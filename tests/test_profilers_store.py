@@ -1,0 +1,142 @@
+"""Profile store: round trip, WAL, per-device rows, refusing corrupt/foreign files untouched."""
+from __future__ import annotations
+
+import csv
+import sqlite3
+
+import pytest
+
+from latnas.errors import StoreError
+from latnas.spec import BlockSpec
+from profilers.base import Measurement
+from profilers.protocol import summarize
+from profilers.store import ProfileStore, records_to_measurements
+
+
+def make(key="mbconv_x", fp="aaaa", backend="onnxruntime", kind="block", median=1.0, batch=1, created=100.0):
+    stats = summarize([median * f for f in (0.9, 1.0, 1.0, 1.1, 1.3)], warmup_runs=4, stable=True)
+    spec = BlockSpec("conv", 3, 8, 8, 8).to_dict() if kind == "block" else {"space": "fbnet", "arch": "0" * 22}
+    return Measurement(key, kind, backend, fp, batch, stats, spec, created)
+
+
+def test_round_trip_and_filters(tmp_path):
+    path = tmp_path / "p.db"
+    with ProfileStore(path) as store:
+        store.use_device("aaaa", {"cpu": "test"})
+        a, b, c = make("k1"), make("k2", median=2.0), make("model:fbnet:00", kind="model", median=9.0)
+        for m in (a, b, c):
+            store.put(m)
+        assert store.journal_mode() == "wal"
+        assert store.has("k1", "onnxruntime") and not store.has("k1", "executorch") and not store.has("k1", "onnxruntime", batch=2)
+        assert store.get("k2", "onnxruntime") == b
+        assert store.get("nope", "onnxruntime") is None
+        assert [m.key for m in store.query(kind="block")] == ["k1", "k2"]
+        assert store.query(kind="model") == [c]
+        assert store.query(backend="executorch") == []
+    with ProfileStore(path, fingerprint="aaaa") as again:  # reopen: data and schema persist
+        assert len(again) == 3 and again.get("k1", "onnxruntime") == a
+        assert again.fingerprints() == {"aaaa": {"cpu": "test"}}
+
+
+def test_put_replaces_same_identity(tmp_path):
+    with ProfileStore(tmp_path / "p.db", fingerprint="aaaa") as store:
+        store.put(make("k1", median=1.0))
+        store.put(make("k1", median=3.0, created=200.0))
+        assert len(store) == 1 and store.get("k1", "onnxruntime").stats.median_ms == pytest.approx(3.0)
+
+
+def test_devices_are_kept_apart(tmp_path):
+    path = tmp_path / "p.db"
+    with ProfileStore(path) as store:
+        store.use_device("aaaa", {"cpu": "A"})
+        store.put(make("k1", fp="aaaa", median=1.0))
+    with ProfileStore(path) as store:
+        store.use_device("bbbb", {"cpu": "B"})
+        assert store.query() == []  # the new device sees none of the old rows
+        assert not store.has("k1", "onnxruntime")
+        store.put(make("k1", fp="bbbb", median=5.0))
+        assert [m.stats.median_ms for m in store.query()] == pytest.approx([5.0])
+        assert [m.stats.median_ms for m in store.query(fingerprint="aaaa")] == pytest.approx([1.0])
+        assert len(store.query(all_devices=True)) == 2
+        assert set(store.fingerprints()) == {"aaaa", "bbbb"}
+
+
+def test_wrong_device_is_a_one_line_error(tmp_path):
+    with ProfileStore(tmp_path / "p.db", fingerprint="aaaa") as store:
+        store.put(make("k1"))
+        with pytest.raises(StoreError, match="no profiles for device cccc") as exc:
+            store.query(fingerprint="cccc")
+        assert "\n" not in str(exc.value)
+    with ProfileStore(tmp_path / "p.db") as plain:
+        with pytest.raises(StoreError, match="no device fingerprint"):
+            plain.has("k1", "onnxruntime")
+
+
+def test_records_and_csv_export(tmp_path):
+    with ProfileStore(tmp_path / "p.db", fingerprint="aaaa") as store:
+        ms = [make("k1"), make("k2", median=2.0, created=101.0)]
+        for m in ms:
+            store.put(m)
+        recs = store.to_records()
+        n = store.export_csv(tmp_path / "out.csv")
+    assert n == 2 and [r["key"] for r in recs] == ["k1", "k2"]
+    with open(tmp_path / "out.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert records_to_measurements(rows) == ms
+
+
+def _assert_refused(path, match, wal_mode=False):
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=match) as exc:
+        ProfileStore(path)
+    assert "\n" not in str(exc.value)
+    assert path.read_bytes() == before
+    if not wal_mode:  # (a read-only look at a WAL-mode file may leave SQLite's -wal/-shm side files)
+        assert not (path.parent / (path.name + "-wal")).exists()
+
+
+def test_non_sqlite_file_refused_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 50)
+    _assert_refused(path, "not an SQLite file")
+
+
+def test_corrupt_sqlite_file_refused_untouched(tmp_path):
+    path = tmp_path / "broken.db"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
+    _assert_refused(path, "corrupt|not a profile store")
+
+
+def test_foreign_sqlite_file_refused_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO customers VALUES (1, 'x')")
+    con.commit()
+    con.close()
+    _assert_refused(path, "another application")
+
+
+def test_future_schema_version_refused(tmp_path):
+    path = tmp_path / "p.db"
+    ProfileStore(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    _assert_refused(path, "schema version", wal_mode=True)
+
+
+def test_missing_folder_and_directory_paths(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        ProfileStore(tmp_path / "nope" / "p.db")
+    with pytest.raises(StoreError, match="directory"):
+        ProfileStore(tmp_path)
+
+
+def test_empty_file_is_initialised(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    with ProfileStore(path, fingerprint="aaaa") as store:
+        store.put(make("k1"))
+        assert len(store) == 1
