@@ -68,6 +68,8 @@ class AgentLimits:
     max_expansion: int = 16
     max_input_elements: int = 1 << 26  # batch * cin * h * w
     max_hidden_elements: int = 1 << 27  # batch * cin * expansion * h * w (mbconv's widest tensor)
+    max_models: int = 64  # whole models per request
+    max_model_batch: int = 64
     max_seconds: float = 60.0  # ProtocolConfig.max_seconds and warmup_seconds
     max_repeats: int = 100_000  # ProtocolConfig.max_repeats / min_repeats / warmup_runs
 
@@ -101,11 +103,21 @@ def resolve_token(token: str | None) -> tuple[str, bool]:
 
 # ------------------------------------------------------------ request parsing
 @dataclass(frozen=True)
+class ModelRequest:
+    """One whole model: a registered space, an arch string, a batch size."""
+
+    space: str
+    arch: str
+    batch: int = 1
+
+
+@dataclass(frozen=True)
 class ProfileRequest:
     backend: str
     specs: tuple[BlockSpec, ...]
     config: ProtocolConfig
     options: dict[str, Any]
+    models: tuple[ModelRequest, ...] = ()
 
 
 def parse_options(data: Any) -> dict[str, Any]:
@@ -180,13 +192,39 @@ def check_spec_limits(spec: BlockSpec, limits: AgentLimits = AgentLimits()) -> N
         raise DataError(f"{spec.key}: hidden tensor exceeds the agent's limit of {limits.max_hidden_elements} elements")
 
 
+def parse_models(raw_models: Any, limits: AgentLimits = AgentLimits()) -> tuple[ModelRequest, ...]:
+    """Validate ``models``: a list of ``{"space", "arch", "batch"}`` objects (space and arch checked)."""
+    from latnas.spaces import get_space
+
+    if not isinstance(raw_models, list) or not raw_models:
+        raise DataError("'models' must be a non-empty list of {space, arch, batch} objects")
+    if len(raw_models) > limits.max_models:
+        raise DataError(f"too many models: {len(raw_models)} > the agent's limit of {limits.max_models} per request")
+    out = []
+    for i, raw in enumerate(raw_models):
+        if not isinstance(raw, dict) or set(raw) - {"space", "arch", "batch"}:
+            raise DataError(f"models[{i}] must be an object with fields space, arch and optional batch")
+        space, arch, batch = raw.get("space"), raw.get("arch"), raw.get("batch", 1)
+        if not isinstance(space, str) or not isinstance(arch, str) or len(arch) > 1024:
+            raise DataError(f"models[{i}]: space and arch must be strings")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= limits.max_model_batch:
+            raise DataError(f"models[{i}]: batch must be an integer in 1..{limits.max_model_batch}")
+        try:
+            the_space = get_space(space, batch=batch)
+            arch = the_space.format_arch(the_space.parse_arch(arch))
+        except LatnasError as exc:
+            raise type(exc)(f"models[{i}]: {exc}") from None
+        out.append(ModelRequest(space, arch, batch))
+    return tuple(out)
+
+
 def parse_profile_request(
     payload: Any, default_backend: str = DEFAULT_BACKEND, limits: AgentLimits = AgentLimits()
 ) -> ProfileRequest:
     """Validate a decoded ``POST /v1/profile`` body; raise a one-line LatnasError if bad."""
     if not isinstance(payload, dict):
-        raise DataError("request body must be a JSON object with 'specs' (and optional 'backend', 'config')")
-    unknown = set(payload) - {"backend", "specs", "config", "options"}
+        raise DataError("request body must be a JSON object with 'specs' or 'models' (and optional 'backend', 'config', 'options')")
+    unknown = set(payload) - {"backend", "specs", "models", "config", "options"}
     if unknown:
         raise DataError(f"unknown request fields: {', '.join(sorted(map(str, unknown)))}")
     backend = payload.get("backend", default_backend)
@@ -194,27 +232,34 @@ def parse_profile_request(
         raise DataError("'backend' must be a backend name")
     if backend == "remote":
         raise DataError("the agent does not forward to another agent: name a local backend")
-    raw_specs = payload.get("specs")
-    if not isinstance(raw_specs, list) or not raw_specs:
-        raise DataError("'specs' must be a non-empty list of block spec objects")
-    if len(raw_specs) > limits.max_specs:
-        raise DataError(f"too many specs: {len(raw_specs)} > the agent's limit of {limits.max_specs} per request")
-    specs = []
-    for i, raw in enumerate(raw_specs):
-        if not isinstance(raw, dict):
-            raise DataError(f"specs[{i}] must be a JSON object")
-        try:
-            spec = BlockSpec.from_dict(raw)
-            check_spec_limits(spec, limits)
-            spec.validate()
-        except LatnasError as exc:
-            raise type(exc)(f"specs[{i}]: {exc}") from None
-        specs.append(spec)
+    if ("specs" in payload) == ("models" in payload):
+        raise DataError("give exactly one of 'specs' (a non-empty list of block spec objects) or 'models'")
+    specs: list[BlockSpec] = []
+    models: tuple[ModelRequest, ...] = ()
+    if "models" in payload:
+        models = parse_models(payload["models"], limits)
+    else:
+        raw_specs = payload["specs"]
+        if not isinstance(raw_specs, list) or not raw_specs:
+            raise DataError("'specs' must be a non-empty list of block spec objects")
+        if len(raw_specs) > limits.max_specs:
+            raise DataError(f"too many specs: {len(raw_specs)} > the agent's limit of {limits.max_specs} per request")
+        for i, raw in enumerate(raw_specs):
+            if not isinstance(raw, dict):
+                raise DataError(f"specs[{i}] must be a JSON object")
+            try:
+                spec = BlockSpec.from_dict(raw)
+                check_spec_limits(spec, limits)
+                spec.validate()
+            except LatnasError as exc:
+                raise type(exc)(f"specs[{i}]: {exc}") from None
+            specs.append(spec)
     return ProfileRequest(
         backend=backend,
         specs=tuple(specs),
         config=parse_config(payload.get("config"), limits),
         options=parse_options(payload.get("options")),
+        models=models,
     )
 
 
@@ -262,14 +307,8 @@ def backends_status() -> dict[str, dict[str, Any]]:
     return out
 
 
-def profile_specs(
-    backend_name: str,
-    specs: Sequence[BlockSpec],
-    config: ProtocolConfig,
-    options: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Time ``specs`` with a local backend (via the runner); return JSON-ready measurement dicts."""
-    from profilers.runner import profile_block, require_available
+def _local_backend(backend_name: str, options: dict[str, Any] | None) -> Backend:
+    from profilers.runner import require_available
 
     _load_backends()
     try:
@@ -278,24 +317,53 @@ def profile_specs(
         raise DataError(f"backend {backend_name!r}: bad options: {' '.join(str(exc).split())}") from None
     if getattr(backend, "remote", False):
         raise DataError("the agent does not forward to another agent: name a local backend")
-    require_available(backend)
+    return require_available(backend)
+
+
+def _measurement_dict(m, fp: dict[str, Any], fp_hash: str) -> dict[str, Any]:
+    return {
+        "key": m.key,
+        "kind": m.kind,
+        "backend": m.backend,
+        "batch": m.batch,
+        "spec": m.spec,
+        "stats": m.stats.to_dict(),
+        "fingerprint": fp,
+        "fingerprint_hash": fp_hash,
+        "created": m.created,
+    }
+
+
+def profile_specs(
+    backend_name: str,
+    specs: Sequence[BlockSpec],
+    config: ProtocolConfig,
+    options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Time ``specs`` with a local backend (via the runner); return JSON-ready measurement dicts."""
+    from profilers.runner import profile_block
+
+    backend = _local_backend(backend_name, options)
+    fp, fp_hash = local_fingerprint(backend, config.threads)
+    return [_measurement_dict(profile_block(backend, spec, config, fingerprint=fp_hash), fp, fp_hash) for spec in specs]
+
+
+def profile_models(
+    backend_name: str,
+    models: Sequence[ModelRequest],
+    config: ProtocolConfig,
+    options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Time whole models with a local backend (via the runner); JSON-ready measurement dicts."""
+    from latnas.spaces import get_space
+    from profilers.runner import profile_model
+
+    backend = _local_backend(backend_name, options)
     fp, fp_hash = local_fingerprint(backend, config.threads)
     out = []
-    for spec in specs:
-        m = profile_block(backend, spec, config, fingerprint=fp_hash)
-        out.append(
-            {
-                "key": m.key,
-                "kind": m.kind,
-                "backend": m.backend,
-                "batch": m.batch,
-                "spec": m.spec,
-                "stats": m.stats.to_dict(),
-                "fingerprint": fp,
-                "fingerprint_hash": fp_hash,
-                "created": m.created,
-            }
-        )
+    for req in models:
+        m = profile_model(backend, get_space(req.space, batch=req.batch), req.arch, config, fingerprint=fp_hash)
+        out.append(_measurement_dict(m, fp, fp_hash))
     return out
 
 
@@ -438,7 +506,10 @@ class AgentHandler(BaseHTTPRequestHandler):
             return
         try:
             with self.server.profile_lock:
-                results = profile_specs(req.backend, req.specs, req.config, req.options)
+                if req.models:
+                    results = profile_models(req.backend, req.models, req.config, req.options)
+                else:
+                    results = profile_specs(req.backend, req.specs, req.config, req.options)
         except BackendUnavailable as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
             return
@@ -564,6 +635,28 @@ class AgentClient:
         reply = self._request("POST", "/profile", payload, timeout)
         results = reply.get("measurements") if isinstance(reply, dict) else None
         if not isinstance(results, list) or len(results) != len(specs):
+            raise BackendUnavailable(f"agent at {self.url} sent a malformed profile reply")
+        return results
+
+    def profile_models(
+        self,
+        models: Sequence[ModelRequest],
+        config: ProtocolConfig,
+        backend: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        payload: dict[str, Any] = {
+            "models": [{"space": m.space, "arch": m.arch, "batch": m.batch} for m in models],
+            "config": _config_dict(config),
+        }
+        if backend:
+            payload["backend"] = backend
+        if options:
+            payload["options"] = dict(options)
+        timeout = self.timeout_s + len(models) * (config.max_seconds + config.warmup_seconds + 120.0)
+        reply = self._request("POST", "/profile", payload, timeout)
+        results = reply.get("measurements") if isinstance(reply, dict) else None
+        if not isinstance(results, list) or len(results) != len(models):
             raise BackendUnavailable(f"agent at {self.url} sent a malformed profile reply")
         return results
 
@@ -732,3 +825,13 @@ class RemoteBackend(Backend):
     def measure_spec(self, spec: BlockSpec, config: ProtocolConfig = ProtocolConfig()) -> tuple[LatencyStats, dict[str, Any]]:
         """Time one block on the agent: ``(LatencyStats, agent fingerprint dict)``."""
         return self.measure_specs([spec], config)[0]
+
+    def measure_model(
+        self, space_name: str, arch_string: str, batch: int = 1, config: ProtocolConfig = ProtocolConfig()
+    ) -> LatencyStats:
+        """The runner's whole-model hook: time ``arch_string`` of ``space_name`` on the agent."""
+        req = ModelRequest(space_name, arch_string, int(batch))
+        item = self.client().profile_models([req], config, self.target_backend(), self.remote_options)[0]
+        if not isinstance(item, dict) or not str(item.get("key", "")).startswith(f"model:{space_name}:"):
+            raise BackendUnavailable(f"agent at {self.url} answered for a different model than {arch_string}")
+        return stats_from_dict(item.get("stats"))

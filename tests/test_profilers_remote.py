@@ -404,3 +404,55 @@ def test_backend_options_are_passed_and_checked(agent):
         json.dumps({"specs": [SPECS[0].to_dict()], "options": {"__class__": "x"}}).encode(), token=TOKEN,
     )
     assert status == 400 and "option name" in reply["error"]
+
+
+def test_whole_models_through_remote_backend(agent, tmp_path):
+    from latnas.spaces import get_space
+    from profilers.runner import model_key, profile_models
+    from profilers.store import ProfileStore
+
+    space = get_space("fbnet")
+    archs = [space.format_arch(a) for a in space.random_archs(2, rng=0)]
+    backend = RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-eager")
+    with ProfileStore(tmp_path / "models.sqlite") as store:
+        summary = profile_models(backend, space, archs, store, FAST, progress=False)
+        assert summary.done == 2 and summary.failed == 0
+        rows = store.query(backend="remote", kind="model")
+        assert sorted(m.key for m in rows) == sorted(model_key("fbnet", a) for a in archs)
+        assert all(m.stats.median_ms > 0 for m in rows)
+
+
+@pytest.mark.parametrize(
+    "models, needle",
+    [
+        ([{"space": "nope", "arch": "0"}], "nope"),
+        ([{"space": "fbnet", "arch": "0123"}], "layers"),
+        ([{"space": "fbnet", "arch": "0" * 22, "batch": 0}], "batch"),
+        ([{"space": "fbnet", "arch": "0" * 22, "extra": 1}], "fields"),
+        ([], "non-empty"),
+    ],
+)
+def test_bad_model_requests_get_400(agent, models, needle):
+    status, reply = _request(agent.url + "/v1/profile", "POST", json.dumps({"models": models}).encode(), token=TOKEN)
+    assert status == 400 and needle in reply["error"]
+
+
+def test_cli_profile_through_agent(agent, tmp_path, monkeypatch, capsys):
+    """`latnas profile --backend remote` with the agent's URL and token in the environment."""
+    from latnas.cli.main import main
+    from profilers.store import ProfileStore
+
+    monkeypatch.setenv("LATNAS_AGENT_URL", agent.url)
+    monkeypatch.setenv("LATNAS_AGENT_TOKEN", TOKEN)
+    db = tmp_path / "cli.db"
+    rc = main(["profile", "--backend", "remote", "--store", str(db), "--limit", "2", "--quick", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "backend remote" in out
+    with ProfileStore(db) as store:
+        (fp,) = store.fingerprints()
+        assert fp == device_fingerprint(RemoteBackend(url=agent.url, token=TOKEN), 1)[0]
+        rows = store.query(backend="remote", fingerprint=fp)
+        assert len(rows) == 2 and all(m.stats.median_ms > 0 for m in rows)
+    monkeypatch.setenv("LATNAS_AGENT_TOKEN", "wrong-token-0123456789abcdef")
+    rc = main(["profile", "--backend", "remote", "--store", str(db), "--limit", "3", "--quick", "--no-progress"])
+    assert rc == 2 and "rejected the token" in capsys.readouterr().err
