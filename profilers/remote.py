@@ -4,16 +4,24 @@ Run ``latnas agent serve`` on the machine whose latency you want (a phone
 board, a GPU box); profile from anywhere with the ``remote`` backend. The block
 is built and timed on the agent, so the recorded fingerprint is the agent's.
 
-Wire protocol (JSON only, never pickle):
+Wire protocol (JSON only, never pickle; docs/remote_and_gpu.md has examples):
 
 - ``GET /v1/info`` -> ``{"agent": "latnas", "version", "default_backend",
-  "backends": {name: {"available", "reason"}}, "fingerprint": {...},
-  "fingerprint_hash"}``
-- ``POST /v1/profile`` with ``{"backend": name, "specs": [BlockSpec.to_dict(),
-  ...], "config": {ProtocolConfig fields}, "options": {backend constructor
-  options}}`` (only ``specs`` is required) -> ``{"measurements": [{"key",
-  "kind", "backend", "batch", "spec", "stats", "fingerprint",
-  "fingerprint_hash", "created"}, ...]}``
+  "backends": {name: {"available", "reason", "versions"}}, "fingerprint":
+  {host description}, "fingerprint_hash"}``
+- ``POST /v1/profile`` with ``{"specs": [BlockSpec.to_dict(), ...]}`` or
+  ``{"models": [{"space", "arch", "batch"}, ...]}``, plus optional
+  ``"backend"`` (default: the agent's), ``"config"`` (ProtocolConfig fields)
+  and ``"options"`` (backend constructor options) -> ``{"measurements":
+  [{"key", "kind", "backend", "batch", "spec", "stats", "fingerprint",
+  "fingerprint_hash", "created"}, ...]}`` in request order. Errors are
+  ``{"error": "<one line>"}`` with 400 (bad input), 401 (token), 404, 405,
+  411, 413 (body too large), 415 (not JSON), 503 (backend unavailable on the
+  agent) or 500.
+
+Client side: the ``remote`` backend (:class:`RemoteBackend`) has no
+``prepare``; it implements the runner's ``measure_spec`` / ``measure_model``
+hooks and ``device_info()``, so the runner records the agent's device.
 
 Security model: every request carries ``Authorization: Bearer <token>``,
 compared in constant time; anything else gets 401 and does nothing. The agent
@@ -68,6 +76,7 @@ class AgentLimits:
     max_expansion: int = 16
     max_input_elements: int = 1 << 26  # batch * cin * h * w
     max_hidden_elements: int = 1 << 27  # batch * cin * expansion * h * w (mbconv's widest tensor)
+    max_weight_elements: int = 1 << 26  # rough upper bound of a block's parameters (256 MB in fp32)
     max_models: int = 64  # whole models per request
     max_model_batch: int = 64
     max_seconds: float = 60.0  # ProtocolConfig.max_seconds and warmup_seconds
@@ -190,6 +199,10 @@ def check_spec_limits(spec: BlockSpec, limits: AgentLimits = AgentLimits()) -> N
         raise DataError(f"{spec.key}: input tensor exceeds the agent's limit of {limits.max_input_elements} elements")
     if spec.batch * spec.cin * spec.expansion * spec.h * spec.w > limits.max_hidden_elements:
         raise DataError(f"{spec.key}: hidden tensor exceeds the agent's limit of {limits.max_hidden_elements} elements")
+    hidden = spec.cin * spec.expansion
+    weights = max(spec.cin * spec.cout * spec.kernel**2, hidden * (spec.cin + spec.cout + spec.kernel**2))
+    if weights > limits.max_weight_elements:
+        raise DataError(f"{spec.key}: weights exceed the agent's limit of about {limits.max_weight_elements} elements")
 
 
 def parse_models(raw_models: Any, limits: AgentLimits = AgentLimits()) -> tuple[ModelRequest, ...]:
@@ -275,9 +288,9 @@ def _load_backends() -> None:
 def local_fingerprint(backend: Backend | None = None, threads: int = 1) -> tuple[dict[str, Any], str]:
     """This machine's fingerprint dict and its short hash.
 
-    With a backend this is exactly what a local run of that backend records
-    (:func:`profilers.fingerprint.device_fingerprint`), so numbers timed
-    through the agent share a store key with numbers timed on the agent host.
+    With a backend this is exactly what a local run of that backend on the
+    agent records (:func:`profilers.fingerprint.device_fingerprint`); it is
+    returned with every measurement so clients can see where it was timed.
     """
     from profilers.fingerprint import device_fingerprint, fingerprint_hash, host_info
 
@@ -407,6 +420,7 @@ class AgentServer(ThreadingHTTPServer):
 class AgentHandler(BaseHTTPRequestHandler):
     server: AgentServer
     server_version = "latnas-agent/1"
+    timeout = 60  # seconds a client may stall while sending a request (socket timeout)
 
     def log_message(self, format: str, *args: Any) -> None:  # route access logs to logging
         logger.info("%s %s", self.address_string(), format % args)
@@ -424,14 +438,15 @@ class AgentHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        self._send_json(status, {"error": " ".join(str(message).split())}, headers)
+        self._send_json(status, {"error": " ".join(str(message).split())[:500]}, headers)
 
     def _content_length(self) -> int | None:
         raw = self.headers.get("Content-Length")
         try:
-            return int(raw) if raw is not None else None
+            n = int(raw) if raw is not None else None
         except ValueError:
             return None
+        return n if n is None or n >= 0 else None
 
     def _discard_body(self) -> None:
         """Read a small unread body so that the client sees our reply (not a reset)."""
@@ -488,7 +503,11 @@ class AgentHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {self.server.limits.max_body_bytes} bytes")
             return
         ctype = self.headers.get("Content-Type", "application/json").split(";", 1)[0].strip().lower()
-        body = self.rfile.read(n)
+        try:
+            body = self.rfile.read(n)
+        except OSError:  # the client stalled past `timeout` or went away
+            self.close_connection = True
+            return
         if ctype != "application/json":
             self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
             return
@@ -513,7 +532,7 @@ class AgentHandler(BaseHTTPRequestHandler):
         except BackendUnavailable as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
             return
-        except (DataError, ShapeError, UnknownNameError) as exc:
+        except LatnasError as exc:
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
             return
         except Exception as exc:

@@ -68,7 +68,18 @@ class _MissingTestBackend(Backend):
         return False, "test runtime is not installed"
 
 
-for _name, _cls in (("test-eager", _EagerTestBackend), ("test-missing", _MissingTestBackend)):
+class _BrokenTestBackend(Backend):
+    description = "test-only backend whose runtime crashes"
+
+    def prepare(self, module, example, config):
+        raise RuntimeError("runtime exploded\nwith a second line")
+
+
+for _name, _cls in (
+    ("test-eager", _EagerTestBackend),
+    ("test-missing", _MissingTestBackend),
+    ("test-broken", _BrokenTestBackend),
+):
     if _name not in BACKENDS:
         register_backend(_name)(_cls)
 
@@ -205,6 +216,8 @@ def test_prepare_is_not_the_remote_path(agent):
         (json.dumps({"specs": [SPECS[0].to_dict()], "config": {"max_seconds": 1e9}}).encode(), "max_seconds"),
         (json.dumps({"specs": [SPECS[0].to_dict()], "config": {"threads": True}}).encode(), "threads"),
         (json.dumps({"specs": [dict(SPECS[0].to_dict(), cin=100000)]}).encode(), "limit"),
+        (json.dumps({"specs": [{"op": "conv", "cin": 8192, "cout": 8192, "h": 1, "w": 1}]}).encode(), "weights exceed"),
+        (json.dumps({"specs": [SPECS[0].to_dict()], "models": []}).encode(), "exactly one"),
     ],
 )
 def test_bad_requests_get_400_with_one_line_message(agent, body, needle):
@@ -238,6 +251,26 @@ def test_client_maps_errors_to_one_line_latnas_errors(agent):
     assert not ok and "test runtime is not installed" in reason
     with pytest.raises(BackendUnavailable, match="test runtime is not installed"):
         missing.measure_spec(SPECS[0], FAST)
+
+
+def test_runtime_failure_on_agent_is_one_line_error(agent):
+    backend = RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-broken")
+    with pytest.raises(BackendUnavailable, match=r"failed \(500\): profiling failed: RuntimeError: runtime exploded with") as info:
+        backend.measure_spec(SPECS[0], FAST)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_content_length_is_refused(agent):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", agent.server_address[1], timeout=5)
+    conn.putrequest("POST", "/v1/profile")
+    conn.putheader("Authorization", f"Bearer {TOKEN}")
+    conn.putheader("Content-Length", "-5")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 411
+    conn.close()
 
 
 def test_connection_errors_and_timeouts_are_backend_unavailable(monkeypatch):
