@@ -35,6 +35,7 @@ def bn_args(bn: nn.BatchNorm2d) -> dict:
 
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
+    a, b = a.detach(), b.detach()
     scale = max(1.0, float(b.abs().max()))
     assert float((a - b).abs().max()) <= tol * scale, float((a - b).abs().max())
 
