@@ -1,0 +1,193 @@
+"""The evolutionary engine shared by NSGA-II, HourNAS and NSE.
+
+``evaluator_for(ctx)`` builds the evaluator of a search (scorer, latency
+table, budget, evaluation bound, checkpoint); ``evolve(...)`` runs pymoo's
+NSGA-II with ask/tell inside a choice mask until an evaluation count is
+reached, checkpointing and reporting progress each generation;
+``result_from(...)`` turns the evaluator's archive into a :class:`SearchResult`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Iterable
+
+import numpy as np
+
+from latnas.search.base import SearchContext, SearchResult
+from latnas.search.checkpoint import Checkpointer
+from latnas.search.problem import ArchEvaluator, ArchProblem, repair_to_mask, uniform_archs
+from latnas.search.rwe import make_scorer
+from latnas.spaces.base import Arch
+
+log = logging.getLogger(__name__)
+
+
+def scorer_key(ctx: SearchContext) -> str:
+    """What the scores depend on, for checkpoint compatibility."""
+    if "scorer" in ctx.options:
+        return str(ctx.options.get("scorer_key", "custom"))
+    d = ctx.data
+    if d is None:
+        return f"rwe:default-digits:seed={ctx.seed}"
+    shape = tuple(d.x_train.shape[1:])
+    return f"rwe:{d.name}:{len(d.x_train)}/{len(d.x_val)}:{shape}:seed={ctx.seed}"
+
+
+def evaluator_for(ctx: SearchContext, algo: str) -> tuple[ArchEvaluator, Checkpointer | None]:
+    """The evaluator of one search, with stored scores preloaded when resuming."""
+    scorer = make_scorer(ctx)
+    ckpt = None
+    preloaded: dict[Arch, float] = {}
+    if ctx.workdir is not None:
+        meta = {
+            "algo": algo,
+            "space": ctx.space.name,
+            "scorer": scorer_key(ctx),
+            "seed": ctx.seed,
+            "budget": ctx.budget,
+            "evals": ctx.evals,
+            "latency_unit": ctx.latency.unit,
+        }
+        ckpt = Checkpointer(ctx.workdir, ctx.space, meta)
+        if ctx.options.get("resume"):
+            preloaded = ckpt.load_scores()
+            if preloaded:
+                log.info("resuming: %d stored scores from %s", len(preloaded), ckpt.path)
+    ev = ArchEvaluator(ctx.space, ctx.latency, scorer, budget=ctx.budget, max_evals=ctx.evals, preloaded=preloaded)
+    return ev, ckpt
+
+
+def space_size(mask: np.ndarray) -> int:
+    return math.prod(int(r.sum()) for r in np.asarray(mask, dtype=bool))
+
+
+def _all_archs(mask: np.ndarray) -> np.ndarray:
+    grids = np.meshgrid(*[np.flatnonzero(r) for r in mask], indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1)
+
+
+def evolve(
+    ctx: SearchContext,
+    evaluator: ArchEvaluator,
+    mask: np.ndarray | None = None,
+    *,
+    stop_at: int | None = None,
+    pop_size: int | None = None,
+    seed: int | None = None,
+    initial: Iterable[Arch] = (),
+    max_gen: int | None = None,
+    phase: str = "",
+    checkpoint: Checkpointer | None = None,
+) -> list[dict[str, Any]]:
+    """Run NSGA-II inside ``mask`` until ``evaluator.n_evals`` reaches ``stop_at``.
+
+    ``initial`` archs (repaired into the mask) seed the first population; the
+    rest is drawn uniformly from the mask. A mask whose whole space fits in the
+    remaining evaluations is enumerated instead. Returns per-generation notes.
+    """
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+
+    from latnas.search.problem import AllowedChoiceRepair
+
+    problem = ArchProblem(evaluator, mask)
+    mask = problem.mask
+    stop_at = evaluator.max_evals if stop_at is None else min(int(stop_at), evaluator.max_evals)
+    seed = ctx.seed if seed is None else seed
+    history: list[dict[str, Any]] = []
+
+    def note(gen: int, population: np.ndarray) -> None:
+        arch, score = evaluator.best()
+        lat = evaluator.latency(population) if len(population) else np.zeros(0)
+        feas = float(np.mean(evaluator.feasible(lat))) if len(lat) else 0.0
+        row = {
+            "phase": phase,
+            "generation": gen,
+            "evals": evaluator.n_evals,
+            "best_score": None if arch is None else float(score),
+            "best_latency": None if arch is None else float(evaluator.latency_of[arch]),
+            "feasible_share": feas,
+            "space_size": space_size(mask),
+        }
+        history.append(row)
+        if checkpoint is not None:
+            checkpoint.save(evaluator, {"phase": phase, "generation": gen, "population": [ctx.space.format_arch(a) for a in population]})
+        if ctx.progress is not None:
+            best = "-" if arch is None else f"{score:.3f} @ {row['best_latency']:.3g} {ctx.latency.unit}"
+            ctx.progress(evaluator.n_evals, evaluator.max_evals, f"{phase or 'search'} gen {gen}: best {best}")
+
+    if evaluator.n_evals >= stop_at:
+        return history
+    budget_here = stop_at - evaluator.n_evals
+    size = space_size(mask)
+    if size <= max(budget_here, 1) and size <= 4096:
+        everything = _all_archs(mask)
+        evaluator.evaluate(everything)
+        note(0, everything)
+        return history
+
+    rng = np.random.default_rng(seed)
+    pop_size = int(pop_size or ctx.options.get("pop_size") or max(8, min(50, ctx.evals // 5)))
+    pop_size = max(4, min(pop_size, budget_here, size))
+    seeds: list[Arch] = []
+    initial = list(initial)
+    if initial:
+        fixed = repair_to_mask(np.asarray(list(initial), dtype=np.int64), mask, problem.lookup)
+        for row in fixed:
+            a = tuple(int(v) for v in row)
+            if a not in seeds:
+                seeds.append(a)
+        seeds = seeds[:pop_size]
+    seeds += uniform_archs(mask, pop_size - len(seeds), rng, exclude=seeds)
+    X0 = np.asarray(seeds, dtype=np.int64)
+
+    algorithm = NSGA2(
+        pop_size=pop_size,
+        sampling=X0,
+        crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
+        mutation=PM(eta=3.0, vtype=float, repair=RoundingRepair()),
+        repair=AllowedChoiceRepair(),
+        eliminate_duplicates=True,
+    )
+    if max_gen is None:
+        max_gen = int(ctx.options.get("max_gen") or 20 + 10 * math.ceil(budget_here / pop_size))
+    algorithm.setup(problem, termination=("n_gen", max_gen), seed=int(seed), verbose=False)
+    gen = 0
+    while algorithm.has_next() and evaluator.n_evals < stop_at:
+        if gen > 0:
+            algorithm.n_offsprings = max(1, min(pop_size, stop_at - evaluator.n_evals))
+        pop = algorithm.ask()
+        if pop is None or len(pop) == 0:
+            break
+        algorithm.evaluator.eval(problem, pop)
+        algorithm.tell(infills=pop)
+        population = repair_to_mask(algorithm.pop.get("X"), mask, problem.lookup)
+        note(gen, population)
+        gen += 1
+    return history
+
+
+def result_from(
+    algo: str,
+    ctx: SearchContext,
+    evaluator: ArchEvaluator,
+    history: list[dict[str, Any]],
+    t0: float,
+    extra: dict[str, Any] | None = None,
+) -> SearchResult:
+    """The Pareto front of every scored arch, best score first."""
+    archs, scores, lat = evaluator.front()
+    return SearchResult(
+        algo=algo,
+        archs=[tuple(int(v) for v in a) for a in archs],
+        predicted=[float(v) for v in lat],
+        scores=[float(v) for v in scores],
+        evals=evaluator.n_evals,
+        wall_s=time.perf_counter() - t0,
+        history=history,
+        extra={"scorer_calls": evaluator.scorer_calls, **(extra or {})},
+    )
