@@ -140,7 +140,7 @@ def test_torch_cuda_fp16_matches_fp32_outputs():
 # --------------------------------------------------------------- tensorrt
 @pytest.mark.tensorrt
 @needs_trt
-@pytest.mark.parametrize("precision, tol", [("fp32", 1e-3), ("fp16", 5e-2)])
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-2), ("fp16", 5e-2)])  # fp32 engines may use TF32
 def test_tensorrt_engine_matches_torch_and_profiles(tmp_path, precision, tol):
     from profilers.backends.tensorrt import EngineRunner, build_engine
     from profilers.runner import profile_block
