@@ -104,6 +104,7 @@ def evolve(
         arch, score = evaluator.best()
         lat = evaluator.latency(population) if len(population) else np.zeros(0)
         feas = float(np.mean(evaluator.feasible(lat))) if len(lat) else 0.0
+        pop_scores = [evaluator.cache[a] for a in map(tuple, population.tolist()) if a in evaluator.cache]
         row = {
             "phase": phase,
             "generation": gen,
@@ -111,6 +112,7 @@ def evolve(
             "best_score": None if arch is None else float(score),
             "best_latency": None if arch is None else float(evaluator.latency_of[arch]),
             "feasible_share": feas,
+            "population_best": max(pop_scores) if pop_scores else None,
             "space_size": space_size(mask),
         }
         history.append(row)
