@@ -177,3 +177,131 @@ def test_cli_profile_with_gpu_backend_fails_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.strip().count("\n") == 0
     assert err.startswith("error: ") and NO_GPU_REASON in err
+
+
+# ------------------------------------------- TensorRT build logic, no GPU
+class _FakeTRT:
+    """Just enough of the TensorRT Python API to drive build_serialized_engine on a CPU."""
+
+    def __init__(self, version, parse_ok=True, build_ok=True):
+        import importlib.machinery
+        import types
+
+        self.calls = {}
+        fake = self
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, severity):
+                self.severity = severity
+
+        class Cache:
+            def __init__(self, blob):
+                self.blob = bytes(blob)
+
+            def serialize(self):
+                return self.blob + b"+tactics"
+
+        class Config:
+            def __init__(self):
+                self.profiling_verbosity = None
+                self.cache = None
+
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls["pool"] = (pool, size)
+
+            def create_timing_cache(self, blob):
+                fake.calls.setdefault("cache_blobs", []).append(bytes(blob))
+                return Cache(blob)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.cache = cache
+                return True
+
+            def get_timing_cache(self):
+                return self.cache
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                fake.calls["flags"] = flags
+                return object()
+
+            def create_builder_config(self):
+                fake.calls["config"] = Config()
+                return fake.calls["config"]
+
+            def build_serialized_network(self, network, config):
+                return b"engine-bytes" if build_ok else None
+
+        class OnnxParser:
+            num_errors = 0 if parse_ok else 2
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                fake.calls["onnx"] = path
+                return parse_ok
+
+            def get_error(self, i):
+                return f"In node {i} (Conv):\nUNSUPPORTED_NODE: something"
+
+        mod = types.ModuleType("tensorrt")
+        mod.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+        mod.__version__ = version
+        mod.Logger, mod.Builder, mod.OnnxParser = Logger, Builder, OnnxParser
+        mod.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+        mod.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        mod.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
+        self.module = mod
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    import sys
+
+    from profilers.backends import tensorrt as trt_backend
+
+    def install(*args, **kwargs):
+        fake = _FakeTRT(*args, **kwargs)
+        monkeypatch.setitem(sys.modules, "tensorrt", fake.module)
+        trt_backend._logger.cache_clear()
+        return fake
+
+    yield install
+    trt_backend._logger.cache_clear()
+
+
+@pytest.mark.parametrize("version, flags", [("10.9.0", 1 << 1), ("11.0.1", 0)])
+def test_build_sets_typing_flags_and_persists_timing_cache(fake_trt, tmp_path, version, flags):
+    from profilers.backends.tensorrt import build_serialized_engine
+
+    fake = fake_trt(version)
+    cache = tmp_path / "cache" / "timing.cache"
+    opts = EngineOptions(timing_cache=str(cache), workspace_mb=64, optimization_level=2)
+    assert build_serialized_engine(tmp_path / "m.onnx", opts) == b"engine-bytes"
+    assert fake.calls["flags"] == flags  # STRONGLY_TYPED on 10.x, always-on (no flag) on 11.x
+    assert fake.calls["pool"] == ("workspace", 64 << 20)
+    assert fake.calls["config"].profiling_verbosity == "detailed"
+    assert fake.calls["config"].builder_optimization_level == 2
+    assert cache.read_bytes() == b"+tactics" and fake.calls["cache_blobs"] == [b""]
+    build_serialized_engine(tmp_path / "m.onnx", opts)  # the second build starts from the saved cache
+    assert fake.calls["cache_blobs"] == [b"", b"+tactics"] and cache.read_bytes() == b"+tactics+tactics"
+    assert not list(cache.parent.glob(".*.tmp"))
+
+
+def test_build_errors_are_one_line(fake_trt, tmp_path):
+    from profilers.backends.tensorrt import EngineBuildError, build_serialized_engine
+
+    fake_trt("10.9.0", parse_ok=False)
+    with pytest.raises(EngineBuildError, match="could not parse the ONNX model: In node 0 \\(Conv\\): UNSUPPORTED") as info:
+        build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=""))
+    assert "\n" not in str(info.value)
+    fake_trt("10.9.0", build_ok=False)
+    with pytest.raises(EngineBuildError, match="failed to build"):
+        build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=str(tmp_path / "c")))
+    assert not (tmp_path / "c").exists()
