@@ -408,6 +408,9 @@ class AgentServer(ThreadingHTTPServer):
         self.default_backend = default_backend
         self.limits = limits
         self.profile_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+            address = (address[0].strip("[]"), address[1])
         super().__init__(address, AgentHandler)
 
     @property

@@ -336,6 +336,21 @@ def test_non_loopback_host_warns():
         server.server_close()
 
 
+def test_ipv6_loopback_agent():
+    try:
+        server = make_server("::1", 0, token=TOKEN, default_backend="test-eager")
+    except LatnasError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    thread = start_in_thread(server)
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert RemoteBackend(url=server.url, token=TOKEN).availability() == (True, "")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def test_serve_refuses_unavailable_default_backend():
     with pytest.raises(BackendUnavailable, match="test runtime is not installed"):
         prepare_serve("127.0.0.1", 0, TOKEN, "test-missing")
