@@ -647,18 +647,11 @@ class AgentClient:
         backend: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        payload: dict[str, Any] = {"specs": [s.to_dict() for s in specs], "config": _config_dict(config)}
-        if backend:
-            payload["backend"] = backend
-        if options:
-            payload["options"] = dict(options)
-        # Generous: each block may take its warmup and timing budget plus build time on the agent.
-        timeout = self.timeout_s + len(specs) * (config.max_seconds + config.warmup_seconds + 30.0)
-        reply = self._request("POST", "/profile", payload, timeout)
-        results = reply.get("measurements") if isinstance(reply, dict) else None
-        if not isinstance(results, list) or len(results) != len(specs):
-            raise BackendUnavailable(f"agent at {self.url} sent a malformed profile reply")
-        return results
+        """Time blocks on the agent; the raw measurement dicts in request order."""
+        payload = {"specs": [s.to_dict() for s in specs]}
+        # Generous: each block may take its warm-up and timing budget plus export/build time.
+        budget_s = len(specs) * (config.max_seconds + config.warmup_seconds + 30.0)
+        return self._profile(payload, len(specs), config, backend, options, budget_s)
 
     def profile_models(
         self,
@@ -667,18 +660,28 @@ class AgentClient:
         backend: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        payload: dict[str, Any] = {
-            "models": [{"space": m.space, "arch": m.arch, "batch": m.batch} for m in models],
-            "config": _config_dict(config),
-        }
+        """Time whole models on the agent; the raw measurement dicts in request order."""
+        payload = {"models": [{"space": m.space, "arch": m.arch, "batch": m.batch} for m in models]}
+        budget_s = len(models) * (config.max_seconds + config.warmup_seconds + 120.0)
+        return self._profile(payload, len(models), config, backend, options, budget_s)
+
+    def _profile(
+        self,
+        payload: dict[str, Any],
+        count: int,
+        config: ProtocolConfig,
+        backend: str | None,
+        options: dict[str, Any] | None,
+        budget_s: float,
+    ) -> list[dict[str, Any]]:
+        payload = {**payload, "config": _config_dict(config)}
         if backend:
             payload["backend"] = backend
         if options:
             payload["options"] = dict(options)
-        timeout = self.timeout_s + len(models) * (config.max_seconds + config.warmup_seconds + 120.0)
-        reply = self._request("POST", "/profile", payload, timeout)
+        reply = self._request("POST", "/profile", payload, self.timeout_s + budget_s)
         results = reply.get("measurements") if isinstance(reply, dict) else None
-        if not isinstance(results, list) or len(results) != len(models):
+        if not isinstance(results, list) or len(results) != count:
             raise BackendUnavailable(f"agent at {self.url} sent a malformed profile reply")
         return results
 
@@ -690,7 +693,7 @@ class AgentClient:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with _OPENER.open(req, timeout=timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as exc:
             raise _http_error(self.url, exc) from None
@@ -703,6 +706,17 @@ class AgentClient:
             return json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise BackendUnavailable(f"agent at {self.url} sent a reply that is not JSON") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Agents never redirect; following one would send the token to another URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# Direct connections only (no $http_proxy: the token must not travel via a proxy), no redirects.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 def _config_dict(config: ProtocolConfig) -> dict[str, Any]:

@@ -260,6 +260,36 @@ def test_runtime_failure_on_agent_is_one_line_error(agent):
     assert "\n" not in str(info.value)
 
 
+def test_client_ignores_proxies_and_never_follows_redirects(agent, monkeypatch):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a proxy would see the token
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    assert RemoteBackend(url=agent.url, token=TOKEN).availability() == (True, "")
+    seen = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(302)
+            self.send_header("Location", agent.url + "/v1/info")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    evil = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=evil.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        ok, reason = RemoteBackend(url=f"http://127.0.0.1:{evil.server_address[1]}", token=TOKEN).availability()
+    finally:
+        evil.shutdown()
+        evil.server_close()
+    assert not ok and "(302)" in reason and len(seen) == 1
+
+
 def test_bad_content_length_is_refused(agent):
     import http.client
 
