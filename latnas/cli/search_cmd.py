@@ -1,8 +1,107 @@
-"""`latnas` commands of this group (filled in by its issue)."""
+"""`latnas search`: latency-constrained architecture search, closing the loop on a real device."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+
+    @app.command("search")
+    def search(
+        out: Path = typer.Option(..., "-o", "--out", help="Output folder (front.csv, front.png, result.json, checkpoint.json)."),
+        space: str = typer.Option("fbnet", "--space", help="Search space name."),
+        predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
+        algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | dnas | repnas."),
+        evals: int = typer.Option(200, "--evals", help="Archs whose accuracy is estimated (RWE)."),
+        seed: int = typer.Option(0, "--seed"),
+        data: Optional[str] = typer.Option(None, "--data", help="ImageFolder or CIFAR binary directory (default: sklearn digits)."),
+        n_train: int = typer.Option(500, "--n-train", help="Training images for the accuracy estimate."),
+        n_val: int = typer.Option(300, "--n-val", help="Validation images for the accuracy estimate."),
+        resolution: Optional[int] = typer.Option(None, "--resolution", help="Image side for accuracy estimates (default: the space's input, <= 32)."),
+        proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
+        profile_top: int = typer.Option(0, "--profile-top", help="Profile the top K archs on the real device."),
+        backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top."),
+        profile_quick: bool = typer.Option(False, "--profile-quick", help="Shorter timing protocol for --profile-top."),
+        export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
+        resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json."),
+        pop_size: Optional[int] = typer.Option(None, "--pop-size", help="Population size of the evolutionary algorithms."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Search SPACE for the most accurate archs within a latency budget."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from latnas.search import ALGORITHMS  # noqa: F401  (registers the algorithms)
+        from latnas.search.loop import SearchJob, run_search
+
+        console = Console(stderr=True)
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+            console=console, disable=quiet,
+        )
+        options = {"pop_size": pop_size} if pop_size else {}
+        with progress:
+            task = progress.add_task(f"{algo} evals", total=evals, note="")
+
+            def report(done: int, total: int, message: str) -> None:
+                progress.update(task, completed=done, total=total, note=message)
+
+            job = SearchJob(
+                out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
+                data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy,
+                profile_top=profile_top, backend=backend, profile_quick=profile_quick, export=export,
+                resume=resume, options=options, progress=report,
+            )
+            outcome = run_search(job)
+        _print_summary(outcome)
+
+
+def _print_summary(outcome) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = outcome.summary
+    rows = outcome.rows
+    console = Console()
+    budget = s["budget"]
+    title = f"{s['algo']} on {s['space']}: {len(rows)} archs on the front, {s['evals']} evaluated in {s['search_wall_s']:.1f}s"
+    if budget:
+        title += f", budget {budget['value']:g} {budget['unit']}"
+    t = Table(title=title)
+    cols = ["arch", "score", "predicted_ms"] + (["mflops"] if any("mflops" in r for r in rows) else []) + (["measured_ms", "meets_budget"] if any("measured_ms" in r for r in rows) else [])
+    for c in cols:
+        t.add_column(c, justify="left" if c == "arch" else "right")
+    for r in rows[:15]:
+        t.add_row(*[_cell(r.get(c)) for c in cols])
+    console.print(t)
+    if len(rows) > 15:
+        console.print(f"... {len(rows) - 15} more in {outcome.files['front_csv']}")
+    prof = s.get("profile") or {}
+    if prof:
+        line = f"profiled {prof['profiled']} on {prof['backend']}"
+        if prof.get("meets_budget") is not None:
+            line += f": {prof['meets_budget']}/{prof['profiled']} meet the budget when measured"
+        if prof.get("mean_abs_error_ms") is not None:
+            line += f", mean |predicted - measured| {prof['mean_abs_error_ms']:.3f} ms"
+        console.print(line)
+    if outcome.chosen:
+        console.print(f"chosen arch: {outcome.chosen}")
+    if s.get("export"):
+        console.print(f"exported: {', '.join(s['export']['artifacts'])}")
+    console.print(f"wrote {outcome.files['front_csv']}, {outcome.files['front_png']}, {outcome.files['result_json']}")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.4g}"
+    return str(v)

@@ -183,6 +183,8 @@ def result_from(
 ) -> SearchResult:
     """The Pareto front of every scored arch, best score first."""
     archs, scores, lat = evaluator.front()
+    every, every_scores, every_lat = evaluator.archive()
+    archive = [[ctx.space.format_arch(a), float(s), float(l)] for a, s, l in zip(every, every_scores, every_lat)]
     return SearchResult(
         algo=algo,
         archs=[tuple(int(v) for v in a) for a in archs],
@@ -191,5 +193,5 @@ def result_from(
         evals=evaluator.n_evals,
         wall_s=time.perf_counter() - t0,
         history=history,
-        extra={"scorer_calls": evaluator.scorer_calls, **(extra or {})},
+        extra={"scorer_calls": evaluator.scorer_calls, "archive": archive, **(extra or {})},
     )

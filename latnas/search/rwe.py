@@ -102,10 +102,13 @@ def linear_probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_val: np.nd
     targets = (y_train[:, None] == classes[None, :]).astype(np.float64)
     targets -= targets.mean(axis=0)
     alpha = ridge * x.shape[1]
-    gram = x @ x.T
-    gram[np.diag_indices_from(gram)] += alpha
-    coef = np.linalg.solve(gram, targets)
-    pred = classes[np.argmax(v @ (x.T @ coef), axis=1)]
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # tiny BLAS calls: extra threads only spin and contend
+        gram = x @ x.T
+        gram[np.diag_indices_from(gram)] += alpha
+        coef = np.linalg.solve(gram, targets)
+        pred = classes[np.argmax(v @ (x.T @ coef), axis=1)]
     return float(np.mean(pred == y_val))
 
 
