@@ -24,11 +24,15 @@ from latnas.search.base import SearchContext, SearchResult, register_algorithm
 from latnas.search.evolution import evaluator_for, evolve, result_from, space_size
 
 
+def _masked_cost(table: LatencyTable, mask: np.ndarray) -> np.ndarray:
+    """Table entries where ``mask`` allows them, +inf elsewhere (and where the table has no entry)."""
+    cost = np.where(np.asarray(mask, dtype=bool), table.table, np.inf)
+    return np.where(np.isnan(cost), np.inf, cost)
+
+
 def cheapest_choices(table: LatencyTable, mask: np.ndarray) -> np.ndarray:
     """Per layer, the allowed choice with the smallest table entry."""
-    cost = np.where(np.asarray(mask, dtype=bool), table.table, np.inf)
-    cost = np.nan_to_num(cost, nan=np.inf)
-    return np.argmin(cost, axis=1)
+    return np.argmin(_masked_cost(table, mask), axis=1)
 
 
 def completion_latency(table: LatencyTable, mask: np.ndarray) -> np.ndarray:
@@ -36,8 +40,7 @@ def completion_latency(table: LatencyTable, mask: np.ndarray) -> np.ndarray:
 
     ``inf`` where the choice is not in ``mask``.
     """
-    mask = np.asarray(mask, dtype=bool)
-    cost = np.nan_to_num(np.where(mask, table.table, np.inf), nan=np.inf)
+    cost = _masked_cost(table, mask)
     layer_min = cost.min(axis=1)
     total_min = layer_min.sum()
     sums = total_min - layer_min[:, None] + cost  # block sum of each one-layer deviation

@@ -285,6 +285,9 @@ def run_search(job: SearchJob) -> SearchOutcome:
         raise DataError(f"unknown proxy {job.proxy!r} (known: flops)")
     if job.predictor is None and job.proxy is None:
         raise PredictorFileError("give --predictor (a predictor folder, a latency table JSON, or 'flops') or --proxy flops")
+    wants_flops = job.proxy == "flops" or str(job.predictor).lower() in ("flops", "mflops")
+    if budget is not None and wants_flops and budget.unit != "MFLOPs":
+        raise DataError(f"budget {budget} does not match the latency objective's unit MFLOPs (FLOPs proxy; e.g. 300MFLOPs)")
     ms_table = None
     if job.predictor is not None:
         ms_table = load_latency(job.predictor, space)

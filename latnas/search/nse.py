@@ -42,7 +42,7 @@ def grow_subset(table: LatencyTable, allowed: np.ndarray, subset: np.ndarray, be
     """Add to each layer the ``grow`` untried allowed choices nearest in cost to ``best``'s choice there."""
     allowed = np.asarray(allowed, dtype=bool)
     out = np.asarray(subset, dtype=bool).copy()
-    cost = np.nan_to_num(table.table, nan=np.inf)
+    cost = np.where(np.isnan(table.table), np.inf, table.table)
     for l in range(allowed.shape[0]):
         untried = np.flatnonzero(allowed[l] & ~out[l])
         if untried.size == 0:

@@ -1,0 +1,129 @@
+"""`latnas search` end to end on tiny settings, and its one-line refusals."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from latnas.cli.main import main
+from latnas.search.loop import Budget, parse_budget
+from latnas.spaces import get_space
+from latnas.errors import DataError
+
+from search_helpers import synthetic_table
+
+TINY = ["--evals", "6", "--resolution", "8", "--n-train", "100", "--n-val", "60", "--pop-size", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def table_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pred") / "table.json"
+    table = synthetic_table(get_space("fbnet"), seed=0, device="onnxruntime cpu (synthetic)")
+    table.save(path)
+    return path, table
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_parse_budget():
+    assert parse_budget("4.5ms") == Budget(4.5, "ms")
+    assert parse_budget("4.5") == Budget(4.5, "ms")
+    assert parse_budget("4500us") == Budget(4.5, "ms")
+    assert parse_budget("300MFLOPs") == Budget(300.0, "MFLOPs")
+    assert parse_budget("0.3GFLOPs") == Budget(300.0, "MFLOPs")
+    assert parse_budget(None) is None
+    for bad in ("fast", "4.5 parsecs", "-1ms", "0"):
+        with pytest.raises(DataError):
+            parse_budget(bad)
+
+
+def test_cli_search_writes_front_within_budget(table_json, tmp_path, capsys):
+    path, table = table_json
+    budget = round(table.min_arch()[1] * 1.5, 3)
+    out = tmp_path / "run"
+    rc = main(["search", "--space", "fbnet", "--predictor", str(path), "--budget", f"{budget}ms", "--algo", "nsga2", "-o", str(out), *TINY])
+    assert rc == 0, capsys.readouterr().err
+    rows = _rows(out / "front.csv")
+    assert rows and list(rows[0]) == ["arch", "predicted_ms", "score"]
+    space = get_space("fbnet")
+    archs = np.array([space.parse_arch(r["arch"]) for r in rows])
+    pred = np.array([float(r["predicted_ms"]) for r in rows])
+    np.testing.assert_allclose(pred, table.predict(archs), rtol=1e-5)
+    assert np.all(pred <= budget)
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert (out / "front.png").stat().st_size > 1000
+    result = json.loads((out / "result.json").read_text())
+    assert result["chosen"] == rows[0]["arch"] and result["evals"] <= 6
+    assert (out / "checkpoint.json").is_file()
+    assert "chosen arch" in capsys.readouterr().out
+
+
+def test_cli_resume_reuses_scores(table_json, tmp_path):
+    path, table = table_json
+    out = tmp_path / "run"
+    args = ["search", "--predictor", str(path), "--algo", "hournas", "-o", str(out), *TINY]
+    assert main(args) == 0
+    first = (out / "front.csv").read_text()
+    assert main([*args, "--resume"]) == 0
+    assert (out / "front.csv").read_text() == first
+
+
+def test_cli_impossible_budget_names_minimum(table_json, tmp_path, capsys):
+    path, table = table_json
+    rc = main(["search", "--predictor", str(path), "--budget", "0.01ms", "-o", str(tmp_path / "x"), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error:") and "minimum reachable latency" in err and f"{table.min_arch()[1]:.4g}" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_wrong_space_or_device_predictor_refused(tmp_path, capsys):
+    other = synthetic_table(get_space("proxyless"))
+    p = tmp_path / "proxyless.json"
+    other.save(p)
+    rc = main(["search", "--space", "fbnet", "--predictor", str(p), "--budget", "5ms", "-o", str(tmp_path / "x"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "made for space 'proxyless'" in err and "refused" in err
+    gpu = synthetic_table(get_space("fbnet"), device="tensorrt RTX 4090")
+    q = tmp_path / "gpu.json"
+    gpu.save(q)
+    rc = main(["search", "--predictor", str(q), "--profile-top", "2", "--backend", "onnxruntime", "-o", str(tmp_path / "y"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not backend 'onnxruntime'" in err
+
+
+def test_cli_bad_inputs_are_one_line_errors(table_json, tmp_path, capsys):
+    path, _ = table_json
+    cases = [
+        (["--predictor", str(path), "--data", str(tmp_path / "missing")], "does not exist"),
+        (["--predictor", str(tmp_path / "nope.json")], "does not exist"),
+        (["--predictor", "flops", "--budget", "4ms"], "does not match"),
+        (["--predictor", str(path), "--algo", "bogus"], "unknown search algorithm"),
+        (["--predictor", str(path), "--budget", "soon"], "cannot read budget"),
+    ]
+    for extra, needle in cases:
+        rc = main(["search", "-o", str(tmp_path / "z"), *extra, *TINY])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and needle in err and len(err.splitlines()) == 1, (extra, err)
+
+
+@pytest.mark.slow
+def test_cli_flops_proxy_profile_and_export(table_json, tmp_path, capsys):
+    """FLOPs proxy search, real ONNX Runtime profiling of the top archs, ONNX export of the chosen one."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "run"
+    rc = main(["search", "--predictor", "flops", "--budget", "60MFLOPs", "--profile-top", "2", "--profile-quick",
+               "--backend", "onnxruntime", "--export", "onnx", "-o", str(out), *TINY])
+    assert rc == 0, capsys.readouterr().err
+    rows = _rows(out / "front.csv")
+    assert list(rows[0]) == ["arch", "predicted_ms", "score", "mflops", "measured_ms", "meets_budget"]
+    assert all(float(r["mflops"]) <= 60 for r in rows)
+    assert float(rows[0]["measured_ms"]) > 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["export"]["artifacts"] and result["export"]["artifacts"][0].endswith(".onnx")
