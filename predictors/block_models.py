@@ -1,0 +1,229 @@
+"""Block-level latency predictors and the block-sum whole-model predictor.
+
+Block-level models take ``X`` = :func:`predictors.features.block_features`
+rows and ``y`` = measured block latency (ms). A whole model is then
+predicted as the sum of its blocks (stem + searchable layers + head) with an
+optional monotone correction fit on whole-model measurements
+(:class:`BlockSumPredictor`).
+
+* :class:`PerOpRandomForest`: nn-Meter style, one random forest per op type
+  (log target). Its trees are exported to plain arrays right after fitting
+  and predictions always run from those arrays, so a model saved as JSON
+  predicts exactly like the fitted one (no pickle).
+* :class:`LookupTableSum`: exact lookup of measured blocks (no generalisation).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.isotonic import IsotonicRegression
+from sklearn.utils.validation import check_is_fitted
+
+from latnas.errors import DataError
+from predictors.features import BLOCK_FEATURE_NAMES, BLOCK_OPS, block_features
+from predictors.models import ArchPredictor
+
+N_OPS = len(BLOCK_OPS)
+
+
+# ------------------------------------------------------------------ tree arrays
+def export_tree(tree) -> dict[str, list]:
+    """A fitted sklearn tree as plain lists (children, feature, threshold, value)."""
+    t = tree.tree_
+    return {
+        "left": t.children_left.tolist(),
+        "right": t.children_right.tolist(),
+        "feature": t.feature.tolist(),
+        "threshold": t.threshold.tolist(),
+        "value": t.value[:, 0, 0].tolist(),
+    }
+
+
+def predict_tree(tree: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Evaluate an exported tree like sklearn does (float32 inputs, ``x <= threshold`` goes left)."""
+    left, right, feat, thr, val = (tree[k] for k in ("left", "right", "feature", "threshold", "value"))
+    x = x.astype(np.float32).astype(np.float64)
+    node = np.zeros(len(x), dtype=np.int64)
+    rows = np.arange(len(x))
+    active = left[node] >= 0
+    while active.any():
+        n = node[active]
+        go_left = x[rows[active], feat[n]] <= thr[n]
+        node[active] = np.where(go_left, left[n], right[n])
+        active = left[node] >= 0
+    return val[node]
+
+
+def tree_arrays(tree: dict[str, list]) -> dict[str, np.ndarray]:
+    ints = ("left", "right", "feature")
+    return {k: np.asarray(v, dtype=np.int64 if k in ints else np.float64) for k, v in tree.items()}
+
+
+def _op_index(x: np.ndarray) -> np.ndarray:
+    return np.argmax(x[:, :N_OPS], axis=1)
+
+
+class PerOpRandomForest(RegressorMixin, BaseEstimator):
+    """One RandomForest per op type on block features, log-latency target.
+
+    Op types with fewer than ``min_op_samples`` rows use a forest fit on all rows.
+    """
+
+    def __init__(self, n_estimators: int = 100, max_depth: int | None = None, min_samples_leaf: int = 1,
+                 max_features: float = 1.0, min_op_samples: int = 4, random_state: int = 0):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.min_op_samples = min_op_samples
+        self.random_state = random_state
+
+    def _check_x(self, X) -> np.ndarray:
+        x = np.asarray(X, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(BLOCK_FEATURE_NAMES):
+            raise DataError(f"block features must have {len(BLOCK_FEATURE_NAMES)} columns, got shape {x.shape}")
+        return x
+
+    def _forest(self, x, t) -> list[dict[str, np.ndarray]]:
+        rf = RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                   min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
+                                   random_state=self.random_state, n_jobs=1).fit(x, t)
+        return [tree_arrays(export_tree(e)) for e in rf.estimators_]
+
+    def fit(self, X, y):
+        x = self._check_x(X)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if len(y) != len(x) or len(y) == 0 or np.any(~np.isfinite(y)) or np.any(y <= 0):
+            raise DataError("block latencies must be positive, finite and match the feature rows")
+        t = np.log(y)
+        ops = _op_index(x)
+        self.forests_: dict[str, list] = {"*": self._forest(x, t)}
+        for i, name in enumerate(BLOCK_OPS):
+            mask = ops == i
+            if mask.sum() >= self.min_op_samples:
+                self.forests_[name] = self._forest(x[mask], t[mask])
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "forests_")
+        x = self._check_x(X)
+        out = np.empty(len(x))
+        ops = _op_index(x)
+        for i, name in enumerate(BLOCK_OPS):
+            mask = ops == i
+            if mask.any():
+                forest = self.forests_.get(name, self.forests_["*"])
+                out[mask] = np.mean([predict_tree(tr, x[mask]) for tr in forest], axis=0)
+        return np.exp(out)
+
+
+class LookupTableSum(RegressorMixin, BaseEstimator):
+    """Measured block latency by exact feature match (median of repeats).
+
+    Used inside :class:`BlockSumPredictor` it gives the classic lookup-table
+    sum; blocks that were never measured predict NaN (or raise when
+    ``strict``).
+    """
+
+    def __init__(self, strict: bool = True):
+        self.strict = strict
+
+    def fit(self, X, y):
+        x = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        groups: dict[tuple, list[float]] = {}
+        for row, v in zip(x, y):
+            groups.setdefault(tuple(np.round(row, 9)), []).append(float(v))
+        self.table_ = {k: float(np.median(v)) for k, v in groups.items()}
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "table_")
+        x = np.asarray(X, dtype=np.float64)
+        out = np.array([self.table_.get(tuple(np.round(r, 9)), np.nan) for r in x])
+        if self.strict and np.isnan(out).any():
+            raise DataError(f"{int(np.isnan(out).sum())} block(s) were never measured (lookup table has no entry)")
+        return out
+
+
+class BlockSumPredictor(ArchPredictor):
+    """Whole-model latency = correction(sum of per-block predictions).
+
+    ``block_model`` is a fitted block-level predictor (prefit, like sklearn's
+    ``cv="prefit"``). ``fit(archs, ms)`` fits only the ``correction`` on
+    whole-model measurements: "linear" (``a * sum + b``, a > 0), "isotonic"
+    (monotone piecewise-linear) or "none". With no whole-model rows the
+    correction is the identity. ``predict_block_sum`` gives the uncorrected sum.
+    """
+
+    def __init__(self, space: str = "fbnet", block_model=None, correction: str = "linear"):
+        self.space = space
+        self.block_model = block_model
+        self.correction = correction
+
+    def _block_ms(self, specs) -> np.ndarray:
+        if self.block_model is None:
+            raise DataError("BlockSumPredictor needs a fitted block_model")
+        return self.block_model.predict(block_features(list(specs)))
+
+    def predict_block_sum(self, X) -> np.ndarray:
+        """Sum of block predictions over stem, decoded layers and head of each arch."""
+        s = self._space()
+        archs = self._archs(X)
+        cache: dict = {}
+        fixed = float(self._block_ms([*s.stem, *s.head]).sum())
+        need = sorted({(l, int(c)) for a in archs for l, c in enumerate(a)})
+        ms = self._block_ms([s.layer_block(l, c) for l, c in need])
+        cache = dict(zip(need, ms))
+        return np.array([fixed + sum(cache[(l, int(c))] for l, c in enumerate(a)) for a in archs])
+
+    def fit(self, X=None, y=None):
+        self.knots_x_, self.knots_y_ = None, None
+        self.n_features_in_ = self._space().n_layers
+        if X is None or y is None or len(y) == 0 or self.correction == "none":
+            return self
+        total = self.predict_block_sum(X)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if self.correction == "isotonic" and len(y) >= 3:
+            iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(total, y)
+            kx, ky = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
+            if len(kx) >= 2:
+                span = max(kx[-1] - kx[0], 1.0)
+                # flat extrapolation, written as knots so LatencyTable reproduces it exactly
+                self.knots_x_ = np.concatenate([[kx[0] - 1e3 * span], kx, [kx[-1] + 1e3 * span]])
+                self.knots_y_ = np.concatenate([[ky[0]], ky, [ky[-1]]])
+                return self
+        if len(y) >= 2 and np.ptp(total) > 0:
+            a, b = np.polyfit(total, y, 1)
+            if a <= 0:
+                a, b = 1.0, float(np.mean(y - total))
+        else:
+            a, b = 1.0, float(np.mean(y - total)) if len(y) else 0.0
+        lo, hi = float(total.min()), float(max(total.max(), total.min() + 1.0))
+        self.knots_x_ = np.array([lo, hi])
+        self.knots_y_ = a * self.knots_x_ + b
+        return self
+
+    def apply_correction(self, total: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "n_features_in_")
+        if self.knots_x_ is None:
+            return total
+        x, y = self.knots_x_, self.knots_y_
+        out = np.interp(total, x, y)
+        lo, hi = total < x[0], total > x[-1]
+        out[lo] = y[0] + (total[lo] - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
+        out[hi] = y[-1] + (total[hi] - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2])
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        return self.apply_correction(self.predict_block_sum(X))
+
+
+def fit_block_model(name: str, specs, block_ms, **params):
+    """Fit a registered block-level model on profiled blocks."""
+    from predictors.registry import BLOCK_PREDICTORS
+
+    return BLOCK_PREDICTORS.get(name)(**params).fit(block_features(list(specs)), block_ms)

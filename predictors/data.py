@@ -1,0 +1,198 @@
+"""Training data as plain records: arch tables (CSV) and profiled blocks.
+
+Predictors never import the profilers: profile stores reach them as plain
+dicts (``key, kind, backend, fingerprint, batch, median_ms, spec``), and arch
+tables as CSV files with an ``arch`` column and ``<device>_ms`` columns.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from latnas.errors import DataError, StoreError
+from latnas.spec import BlockSpec
+
+FBNET_CSV = "fbnet_cifar100_latency.csv"
+
+
+def find_fbnet_csv() -> Path | None:
+    """The shared FBNet latency CSV: ``$LATNAS_FBNET_DATA`` (file or folder) or
+    ``../shared/data/fbnet-latency/`` beside the repository; None if absent."""
+    env = os.environ.get("LATNAS_FBNET_DATA")
+    candidates = []
+    if env:
+        p = Path(env)
+        candidates.append(p / FBNET_CSV if p.is_dir() else p)
+    root = Path(__file__).resolve().parents[1]
+    candidates += [root.parent / "shared" / "data" / "fbnet-latency" / FBNET_CSV,
+                   root / "shared" / "data" / "fbnet-latency" / FBNET_CSV]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@dataclass
+class ArchTable:
+    """Archs of one space with measured latency columns."""
+
+    space: str
+    arch_strings: list[str]
+    archs: np.ndarray  # (n, n_layers) int
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,) float ms
+
+    def __len__(self) -> int:
+        return len(self.arch_strings)
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise DataError(f"table has no column {name!r} (columns: {', '.join(self.columns) or 'none'})")
+        return self.columns[name]
+
+    def subset(self, rows) -> "ArchTable":
+        rows = np.asarray(rows, dtype=np.int64)
+        return ArchTable(self.space, [self.arch_strings[i] for i in rows], self.archs[rows],
+                         {k: v[rows] for k, v in self.columns.items()})
+
+
+def load_arch_table(path: str | Path, space) -> ArchTable:
+    """Read a CSV with an ``arch`` column (digits of ``space``) and numeric columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"table {path} does not exist")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read table {path}: {exc}") from None
+    if "arch" not in header:
+        raise DataError(f"table {path} has no 'arch' column (columns: {', '.join(header) or 'none'})")
+    if not rows:
+        raise DataError(f"table {path} has no rows")
+    names = [h for h in header if h != "arch"]
+    archs = np.empty((len(rows), space.n_layers), dtype=np.int64)
+    strings = []
+    cols = {n: np.empty(len(rows)) for n in names}
+    for i, row in enumerate(rows):
+        text = (row.get("arch") or "").strip()
+        try:
+            archs[i] = space.parse_arch(text)
+        except DataError as exc:
+            raise DataError(f"table {path} row {i + 2}: {exc}") from None
+        strings.append(text)
+        for n in names:
+            try:
+                cols[n][i] = float(row[n])
+            except (TypeError, ValueError):
+                cols[n][i] = np.nan
+    numeric = {n: v for n, v in cols.items() if np.isfinite(v).any()}
+    return ArchTable(space.name, strings, archs, numeric)
+
+
+def rows_hash(archs: np.ndarray, y: np.ndarray) -> str:
+    """sha256 of the training rows (arch matrix and targets) for provenance."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(np.asarray(archs, dtype=np.int64)).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(y, dtype=np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def json_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- profiled blocks
+@dataclass
+class BlockTable:
+    """Profiled blocks (one row per block) and whole-model rows of one device/backend."""
+
+    specs: list[BlockSpec]
+    block_ms: np.ndarray
+    model_archs: list[str]  # whole-model rows: arch strings
+    model_ms: np.ndarray
+    model_space: str
+    backend: str
+    fingerprint: str
+    batch: int
+
+
+def load_block_table(records: Iterable[dict[str, Any]], backend: str | None = None,
+                     fingerprint: str | None = None, batch: int | None = None,
+                     space: str | None = None) -> BlockTable:
+    """Adapter from plain profile records to a :class:`BlockTable`.
+
+    Records are dicts with ``key, kind ("block"|"model"), backend, fingerprint,
+    batch, median_ms, spec`` (spec: a BlockSpec dict, or ``{"space", "arch"}``
+    for whole models; a JSON string is accepted too). Filters pick one
+    backend / device / batch; if several devices remain, that is an error
+    (models must not mix devices).
+    """
+    rows = []
+    for r in records:
+        if backend is not None and r.get("backend") != backend:
+            continue
+        if fingerprint is not None and r.get("fingerprint") != fingerprint:
+            continue
+        if batch is not None and int(r.get("batch", 1)) != batch:
+            continue
+        rows.append(r)
+    if not rows:
+        raise DataError(f"no profile records for backend {backend!r}" + (f" and device {fingerprint}" if fingerprint else ""))
+    fps = sorted({str(r.get("fingerprint")) for r in rows})
+    if len(fps) > 1:
+        raise DataError(f"profile records of {len(fps)} devices ({', '.join(fps)}); pick one fingerprint")
+    batches = sorted({int(r.get("batch", 1)) for r in rows})
+    if len(batches) > 1:
+        raise DataError(f"profile records of several batch sizes ({batches}); pick one batch")
+    specs, block_ms, archs, model_ms, spaces = [], [], [], [], set()
+    for r in rows:
+        spec = r.get("spec") or {}
+        if isinstance(spec, str):
+            try:
+                spec = json.loads(spec)
+            except ValueError:
+                raise DataError(f"profile record {r.get('key')!r} has a corrupt spec") from None
+        try:
+            ms = float(r["median_ms"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"profile record {r.get('key')!r} has no median_ms") from None
+        if not np.isfinite(ms) or ms <= 0:
+            continue
+        if r.get("kind") == "model":
+            if space is not None and spec.get("space") != space:
+                continue
+            spaces.add(spec.get("space"))
+            archs.append(str(spec.get("arch")))
+            model_ms.append(ms)
+        else:
+            specs.append(BlockSpec.from_dict(spec))
+            block_ms.append(ms)
+    if len(spaces) > 1:
+        raise DataError(f"whole-model records of several spaces ({sorted(map(str, spaces))}); pick one with --space")
+    return BlockTable(specs, np.array(block_ms), archs, np.array(model_ms),
+                      next(iter(spaces), space or ""), str(rows[0].get("backend")), fps[0], batches[0])
+
+
+def read_store_records(path: str | Path) -> list[dict[str, Any]]:
+    """Plain records from a latnas profile store (SQLite), read with plain SQL
+    in read-only mode so the store is never modified."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"profile store {path} does not exist")
+    try:
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+        con.row_factory = sqlite3.Row
+        try:
+            cur = con.execute("SELECT key, kind, backend, fingerprint, batch, median_ms, spec FROM measurements")
+            return [dict(r) for r in cur]
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} is not a readable latnas profile store ({exc})") from None

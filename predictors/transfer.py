@@ -1,0 +1,117 @@
+"""Few-shot transfer to a new device from models of other (source) devices.
+
+Recipe (what is used, precisely):
+
+1. Source models: one :class:`~predictors.models.OneHotRidge` (linear ms
+   target, additive) per source device, trained on that device's measured
+   latencies of the rows given to :func:`fit_source_models` (by default every
+   row of the table: the other devices are profiled offline on many archs,
+   which may include archs later used to test the target).
+2. Target: with only ``k`` measured archs of the target device, fit
+   non-negative weights (NNLS on relative error, signed intercept) of the *source models'
+   predictions* for those archs plus the arch's total MFLOPs (analytic, also
+   additive), then a ridge on the per-layer one-hot of the remaining residual
+   (alpha by exact leave-one-out relative error, so it stays near zero for
+   small k).
+
+At prediction time only the arch is used: the source models predict from the
+arch, and no measured source latency of the predicted rows is ever read.
+Because every part is additive in ms, the result compiles exactly into a
+LatencyTable.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+from sklearn.utils.validation import check_is_fitted
+
+from latnas.errors import DataError
+from predictors.features import layer_cost_tables
+from predictors.linear import ridge_loo
+from predictors.models import DEFAULT_ALPHAS, ArchPredictor, OneHotRidge, _y
+
+
+def fit_source_models(table, columns: list[str], rows=None, space: str | None = None) -> dict[str, OneHotRidge]:
+    """One additive ridge (ms target) per source column of an ArchTable, fit on ``rows`` (default: all)."""
+    rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = {}
+    for col in columns:
+        y = table.column(col)[rows]
+        ok = np.isfinite(y) & (y > 0)
+        if ok.sum() < 2:
+            raise DataError(f"source column {col!r} has fewer than 2 usable rows")
+        out[col] = OneHotRidge(space=space or table.space, target="linear").fit(table.archs[rows][ok], y[ok])
+    return out
+
+
+class TransferPredictor(ArchPredictor):
+    """Target latency = w . source_predictions(arch) + b + one-hot residual.
+
+    ``source_models``: dict name -> fitted additive :class:`OneHotRidge`
+    (``target="linear"``), see :func:`fit_source_models`.
+    """
+
+    def __init__(self, space: str = "fbnet", source_models=None, use_flops: bool = True, residual: bool = True,
+                 alphas=DEFAULT_ALPHAS):
+        self.space = space
+        self.source_models = source_models
+        self.use_flops = use_flops
+        self.residual = residual
+        self.alphas = alphas
+
+    def _flops(self) -> tuple[np.ndarray, float]:
+        flops, _, f0, _ = layer_cost_tables(self._space())
+        return flops, f0
+
+    def _sources(self, X) -> np.ndarray:
+        """Columns: each source model's prediction (ms), then total MFLOPs if ``use_flops``."""
+        if not self.source_models and not self.use_flops:
+            raise DataError("transfer needs at least one source model")
+        archs = self._archs(X)
+        cols = [m.predict(archs) for m in (self.source_models or {}).values()]
+        if self.use_flops:
+            flops, f0 = self._flops()
+            cols.append(flops[np.arange(archs.shape[1]), archs].sum(axis=1) + f0)
+        return np.column_stack(cols)
+
+    def fit(self, X, y):
+        archs, y = self._archs(X), _y(y)
+        s = self._sources(archs)
+        design = np.column_stack([s, np.ones(len(y)), -np.ones(len(y))])
+        w, _ = nnls(design / y[:, None], np.ones(len(y)))  # rows weighted by 1/y: relative error
+        self.source_names_ = list(self.source_models or {}) + (["total_mflops"] if self.use_flops else [])
+        self.weights_ = w[: s.shape[1]].astype(np.float64)
+        self.intercept_ = float(w[-2] - w[-1])
+        resid = y - (s @ self.weights_ + self.intercept_)
+        if self.residual and len(y) >= 3:
+            base = y - resid
+            fit = ridge_loo(self._onehot(archs), y, y, False, self.alphas, offset=base)
+            self.resid_coef_, self.resid_intercept_ = fit.coef.astype(np.float64), float(fit.intercept)
+        else:
+            self.resid_coef_ = np.zeros(self._space().n_layers * self._space().n_choices)
+            self.resid_intercept_ = 0.0
+        self.n_features_in_ = self._space().n_layers
+        return self
+
+    def effective_linear(self) -> tuple[np.ndarray, float]:
+        """The whole model as one additive one-hot coefficient vector and intercept (ms)."""
+        check_is_fitted(self, "weights_")
+        coef = self.resid_coef_.copy()
+        b = self.intercept_ + self.resid_intercept_
+        models = list((self.source_models or {}).values())
+        for w, m in zip(self.weights_, models):
+            if getattr(m, "log_target_", True):
+                raise DataError("transfer sources must be linear-target OneHotRidge models")
+            coef += w * m.coef_
+            b += w * m.intercept_
+        if self.use_flops:
+            flops, f0 = self._flops()
+            coef += self.weights_[-1] * flops.ravel()
+            b += self.weights_[-1] * f0
+        return coef, float(b)
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "weights_")
+        archs = self._archs(X)
+        return (self._sources(archs) @ self.weights_ + self.intercept_
+                + self._onehot(archs) @ self.resid_coef_ + self.resid_intercept_)
