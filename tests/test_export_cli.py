@@ -27,6 +27,7 @@ def test_tensorrt_only_without_tensorrt_is_exit_2(tmp_path, capsys):
         (["--format", "onnx,tflite"], "unknown export format"),
         (["--space", "nope"], "unknown space"),
         (["--arch", "1,2,3"], "layers"),
+        (["--precision", "int8"], "unknown precision"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, needle):

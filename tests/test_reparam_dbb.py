@@ -158,7 +158,11 @@ def test_reparameterize_model_calls_timm_style_names():
         def fuse(self):
             calls.append("fuse")
 
-    reparameterize_model(nn.Sequential(Deployable(), Fusable()), inplace=True)
+    class VAEish(nn.Module):
+        def reparameterize(self, mu, logvar):  # same name, different meaning: must not be called
+            calls.append("vae")
+
+    reparameterize_model(nn.Sequential(Deployable(), Fusable(), VAEish()), inplace=True)
     assert sorted(calls) == ["fuse", "switch_to_deploy"]
 
 

@@ -71,6 +71,8 @@ def register(app: typer.Typer) -> None:
         from latnas.spaces import get_space
 
         names = parse_formats(formats)
+        if precision not in ("fp32", "fp16"):
+            raise ExportError(f"unknown precision {precision!r} (use fp32 or fp16)")
         sp = get_space(space, batch=batch)
         arch_t = sp.parse_arch(arch)
         torch.manual_seed(seed)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 
 from torch import nn
@@ -10,6 +11,15 @@ log = logging.getLogger(__name__)
 
 FUSE_METHODS = ("reparameterize", "switch_to_deploy", "fuse")
 """Method names called on submodules, in order of preference (latnas/timm, DBB/RepVGG, MobileOne-style)."""
+
+
+def _takes_no_arguments(method) -> bool:
+    """True when ``method()`` is a valid call (skips e.g. a VAE's ``reparameterize(mu, logvar)``)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def _fold_sequential_conv_bn(model: nn.Module) -> int:
@@ -35,7 +45,7 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, fold_bn: bool 
     """Return the deploy (fused) form of ``model``, in eval mode.
 
     Every submodule with a ``reparameterize()``, ``switch_to_deploy()`` or
-    ``fuse()`` method is fused (children before parents), then, with
+    ``fuse()`` method callable without arguments is fused (children before parents), then, with
     ``fold_bn``, remaining ``Conv2d -> BatchNorm2d`` pairs in ``nn.Sequential``
     containers are folded. Fusion uses BN running statistics, so the model is
     put in eval mode first. Idempotent: fusing a fused model changes nothing.
@@ -49,7 +59,7 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, fold_bn: bool 
     for _, module in reversed(list(model.named_modules())):
         for name in FUSE_METHODS:
             method = getattr(module, name, None)
-            if callable(method):
+            if callable(method) and _takes_no_arguments(method):
                 method()
                 fused += 1
                 break
