@@ -136,12 +136,14 @@ def run_engine(
     if len(inputs) != 1 or len(outputs) != 1:
         raise ExportError(f"expected an engine with one input and one output, got {len(inputs)} and {len(outputs)}")
     x = example.to("cuda", _torch_dtype(trt, engine.get_tensor_dtype(inputs[0]))).contiguous()
-    context.set_input_shape(inputs[0], tuple(x.shape))
+    if any(d < 0 for d in engine.get_tensor_shape(inputs[0])):  # dynamic input: fix its shape
+        context.set_input_shape(inputs[0], tuple(x.shape))
     y = torch.empty(tuple(context.get_tensor_shape(outputs[0])), device="cuda",
                     dtype=_torch_dtype(trt, engine.get_tensor_dtype(outputs[0])))
     context.set_tensor_address(inputs[0], x.data_ptr())
     context.set_tensor_address(outputs[0], y.data_ptr())
     stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # x and y were made on the current stream
     if not context.execute_async_v3(stream.cuda_stream):
         raise ExportError("TensorRT execution failed")
     stream.synchronize()
