@@ -1,0 +1,15 @@
+"""Latency predictors: learn latency from measured archs or profiled blocks.
+
+Imports only the latnas schema, never ``profilers``; data arrive as plain
+records (:mod:`predictors.data`). Submodules are imported on demand to keep
+``import predictors`` light:
+
+* :mod:`predictors.features` block and arch features
+* :mod:`predictors.models` arch-level estimators (XGBoost, one-hot ridge, FLOPs/params lines)
+* :mod:`predictors.block_models` block-level estimators and the block-sum predictor
+* :mod:`predictors.transfer` few-shot transfer from other devices
+* :mod:`predictors.compile` compilation into a :class:`latnas.latency_table.LatencyTable`
+* :mod:`predictors.persistence` JSON save/load (no pickle)
+* :mod:`predictors.metrics`, :mod:`predictors.plots` evaluation
+* :mod:`predictors.registry` predictor names
+"""

@@ -1,8 +1,167 @@
-"""`latnas` commands of this group (filled in by its issue)."""
+"""`latnas train | eval | predict`: latency predictors from the command line.
+
+    latnas train --table PATH --target COLUMN --space fbnet --n-train N --seed S -o MODEL
+                 [--model xgb|ridge|flops|params] [--transfer-from COL1,COL2,...]
+    latnas train --store profiles.db --backend onnxruntime [--space fbnet] -o MODEL
+    latnas eval MODEL --table PATH --target COLUMN [--exclude-train] [--json] [--plots DIR]
+    latnas predict MODEL (--arch DIGITS | --archs FILE)
+"""
 from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from latnas.errors import DataError
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    return obj
+
+
+def _store_records(path: Path, backend: str, fingerprint: str | None) -> list[dict]:
+    """Plain records from a profile store (via the profilers' public export)."""
+    from latnas.errors import StoreError
+
+    if not path.is_file():
+        raise StoreError(f"profile store {path} does not exist")
+    try:
+        from profilers.store import ProfileStore
+    except ImportError:  # profilers not installed: read the SQLite file with plain SQL
+        from predictors.data import read_store_records
+
+        return read_store_records(path)
+    with ProfileStore(path, fingerprint=fingerprint) as store:
+        return store.to_records(backend=backend) if fingerprint else store.to_records(backend=backend, all_devices=True)
+
+
+def train(
+    output: Path = typer.Option(..., "-o", "--output", help="model folder to write"),
+    table: Optional[Path] = typer.Option(None, "--table", help="CSV with an 'arch' column and <device>_ms columns"),
+    target: Optional[str] = typer.Option(None, "--target", help="latency column to learn, e.g. raspi4_ms"),
+    space: str = typer.Option("fbnet", "--space", help="search space of the archs"),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="rows to train on (random, by --seed); default all"),
+    seed: int = typer.Option(0, "--seed", help="seed of the train-row choice"),
+    model: str = typer.Option("xgb", "--model", help="xgb | ridge | flops | params (arch level); rf | lut (with --store)"),
+    transfer_from: Optional[str] = typer.Option(None, "--transfer-from", help="comma-separated source columns for few-shot transfer"),
+    store: Optional[Path] = typer.Option(None, "--store", help="profile store (SQLite) to train a block-level model from"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="backend of the profiles to use (with --store)"),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="device fingerprint (with --store, if it holds several)"),
+    correction: str = typer.Option("linear", "--correction", help="linear | isotonic | none: block-sum correction (with --store)"),
+    n_estimators: Optional[int] = typer.Option(None, "--n-estimators", help="max trees (xgb) / trees per forest (rf)"),
+) -> None:
+    """Train a latency predictor from a latency table or from a profile store."""
+    from predictors.models import space_of
+    from predictors.persistence import save_predictor
+
+    space_of(space)  # unknown space -> one-line error
+    if store is not None:
+        if table is not None:
+            raise DataError("give either --table or --store, not both")
+        if not backend:
+            raise DataError("--store needs --backend (e.g. onnxruntime)")
+        from predictors.train import train_block_model
+
+        block_model = model if model in ("rf", "lut") else "rf"
+        params = {"n_estimators": n_estimators} if n_estimators and block_model == "rf" else None
+        est, meta = train_block_model(_store_records(store, backend, fingerprint), backend, space, fingerprint,
+                                      block_model=block_model, correction=correction, params=params)
+    else:
+        if table is None or target is None:
+            raise DataError("train needs --table and --target (or --store and --backend)")
+        from predictors.data import load_arch_table
+        from predictors.train import train_arch_model
+
+        tab = load_arch_table(table, space_of(space))
+        sources = [c.strip() for c in transfer_from.split(",") if c.strip()] if transfer_from else None
+        params = {"n_estimators": n_estimators} if n_estimators and model == "xgb" and not sources else None
+        est, meta = train_arch_model(tab, target, model, n_train, seed, sources, params)
+        meta["table"] = str(table)
+    save_predictor(est, output, **meta)
+    summary = {"model": str(output), "predictor": type(est).__name__, **{k: meta[k] for k in ("target", "device") if k in meta}}
+    held = (meta.get("metrics") or {}).get("heldout")
+    if held:
+        summary["heldout"] = {k: held[k] for k in ("within_5pct", "within_10pct", "spearman", "n")}
+    for key in ("block_sum_in_sample", "corrected_in_sample"):
+        if key in (meta.get("metrics") or {}):
+            summary[key] = meta["metrics"][key]
+    typer.echo(json.dumps(_clean(summary)))
+
+
+def eval_(
+    model_dir: Path = typer.Argument(..., metavar="MODEL", help="model folder written by `latnas train`"),
+    table: Path = typer.Option(..., "--table", help="CSV with an 'arch' column and the target column"),
+    target: str = typer.Option(..., "--target", help="measured latency column to compare with"),
+    space: Optional[str] = typer.Option(None, "--space", help="expected space (checked against the model)"),
+    exclude_train: bool = typer.Option(False, "--exclude-train", help="leave out the archs the model was trained on"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON object on one line"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="folder for pred-vs-measured and error-histogram PNGs"),
+) -> None:
+    """Evaluate a saved model on a table: within_5pct, within_10pct, rmspe, mape, kendall, spearman, n (+ FLOPs proxy)."""
+    from predictors.data import load_arch_table
+    from predictors.models import space_of
+    from predictors.persistence import load_predictor
+    from predictors.train import eval_model
+
+    est, meta = load_predictor(model_dir, space=space)
+    if meta.get("target") not in (None, target):
+        from latnas.errors import PredictorFileError
+
+        raise PredictorFileError(f"model {model_dir} was trained for {meta.get('target')!r}, not {target!r}")
+    tab = load_arch_table(table, space_of(meta["space"]))
+    metrics, rows, pred = eval_model(est, meta, tab, target, exclude_train)
+    if plots is not None:
+        from predictors.plots import accuracy_plots
+
+        paths = accuracy_plots(tab.column(target)[rows], pred, plots, title=f"{meta.get('predictor')} on {target}")
+        metrics["plots"] = [str(p) for p in paths]
+    metrics = _clean(metrics)
+    typer.echo(json.dumps(metrics) if as_json else json.dumps(metrics, indent=1))
+
+
+def predict(
+    model_dir: Path = typer.Argument(..., metavar="MODEL", help="model folder written by `latnas train`"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="one arch, e.g. 7818488874147327324245"),
+    archs: Optional[Path] = typer.Option(None, "--archs", help="file with one arch per line"),
+) -> None:
+    """Predict latency (ms) of archs; prints `arch<TAB>ms` per arch."""
+    import numpy as np
+
+    from predictors.models import space_of
+    from predictors.persistence import load_predictor
+
+    if (arch is None) == (archs is None):
+        raise DataError("give exactly one of --arch or --archs")
+    est, meta = load_predictor(model_dir)
+    sp = space_of(meta["space"])
+    if arch is not None:
+        texts = [arch.strip()]
+    else:
+        if not archs.is_file():
+            raise DataError(f"arch file {archs} does not exist")
+        texts = [t.strip() for t in archs.read_text().splitlines() if t.strip() and not t.startswith("#")]
+        if not texts:
+            raise DataError(f"arch file {archs} has no archs")
+    parsed = []
+    for i, t in enumerate(texts):
+        try:
+            parsed.append(sp.parse_arch(t))
+        except DataError as exc:
+            raise DataError(f"{archs}:{i + 1}: {exc}" if archs is not None else str(exc)) from None
+    pred = est.predict(np.array(parsed, dtype=np.int64))
+    for t, p in zip(texts, pred):
+        typer.echo(f"{t}\t{p:.4f}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
+    """Add `train`, `eval` and `predict` to ``app``."""
+    app.command("train")(train)
+    app.command("eval")(eval_)
+    app.command("predict")(predict)

@@ -1,0 +1,155 @@
+"""Training and evaluation workflows behind ``latnas train | eval`` (data in, data out)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from latnas.errors import DataError
+from predictors.data import ArchTable, json_hash, load_block_table, rows_hash
+from predictors.features import arch_totals
+from predictors.metrics import flops_baseline, latency_metrics
+from predictors.models import space_of
+
+logger = logging.getLogger(__name__)
+
+#: fast but sound defaults for each arch-level model name
+ARCH_MODELS = ("xgb", "ridge", "flops", "params", "transfer")
+
+
+def _usable(y: np.ndarray) -> np.ndarray:
+    return np.isfinite(y) & (y > 0)
+
+
+def split_rows(n_rows: int, n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train rows (``n_train`` of ``n_rows``, by ``seed``) and the rest."""
+    if not 1 <= n_train <= n_rows:
+        raise DataError(f"--n-train must be in 1..{n_rows} (the table's usable rows), got {n_train}")
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def make_arch_model(name: str, space: str, source_models=None, **params):
+    from predictors.registry import PREDICTORS
+
+    cls = PREDICTORS.get(name)
+    if name == "transfer":
+        return cls(space=space, source_models=source_models, **params)
+    if name == "blocksum":
+        raise DataError("model 'blocksum' is trained from a profile store (--store), not from a table")
+    return cls(space=space, **params)
+
+
+def train_arch_model(table: ArchTable, target: str, model: str = "xgb", n_train: int | None = None, seed: int = 0,
+                     transfer_from: list[str] | None = None, params: dict[str, Any] | None = None):
+    """Fit an arch-level model on ``n_train`` random rows of ``table[target]``.
+
+    With ``transfer_from`` the model is a :class:`TransferPredictor` whose
+    source models are fit on *every* usable row of the source columns (other
+    devices' offline measurements, test archs of the target included); the
+    target itself only contributes its ``n_train`` rows. Returns (model, meta).
+    """
+    y_all = table.column(target)
+    usable = np.flatnonzero(_usable(y_all))
+    n_train = len(usable) if n_train is None else n_train
+    tr_pos, te_pos = split_rows(len(usable), n_train, seed)
+    tr, te = usable[tr_pos], usable[te_pos]
+    sources = None
+    if transfer_from:
+        from predictors.transfer import fit_source_models
+
+        bad = [c for c in transfer_from if c == target]
+        if bad:
+            raise DataError(f"--transfer-from must not include the target column {target!r}")
+        sources = fit_source_models(table, list(transfer_from))
+        model = "transfer"
+    est = make_arch_model(model, table.space, source_models=sources, **(params or {}))
+    est.fit(table.archs[tr], y_all[tr])
+    meta: dict[str, Any] = {
+        "target": target,
+        "device": target[:-3] if target.endswith("_ms") else target,
+        "training": {
+            "n_train": int(len(tr)), "seed": int(seed), "rows_sha256": rows_hash(table.archs[tr], y_all[tr]),
+            "train_rows": tr.tolist(), "train_archs": [table.arch_strings[i] for i in tr],
+        },
+    }
+    if sources:
+        meta["training"]["transfer"] = {
+            "sources": list(transfer_from),
+            "source_rows": "all usable rows of the table (other devices' offline measurements; target test archs included)",
+            "source_rows_sha256": json_hash({c: table.column(c).tolist() for c in transfer_from}),
+            "prediction_inputs": "arch only (source-model predictions; no measured source latency is read at prediction time)",
+        }
+    if len(te):
+        meta["metrics"] = {"heldout": evaluate_rows(est, table, target, te, train_rows=tr)}
+    return est, meta
+
+
+def evaluate_rows(model, table: ArchTable, target: str, rows: np.ndarray, train_rows: np.ndarray | None = None) -> dict[str, Any]:
+    """The seven metrics on ``rows`` plus a ``flops`` sub-object (FLOPs ranks; FLOPs-linear fit
+    on ``train_rows``, or on the evaluated rows themselves when none are given)."""
+    y = table.column(target)
+    pred = model.predict(table.archs[rows])
+    out: dict[str, Any] = latency_metrics(y[rows], pred)
+    space = space_of(table.space)
+    fl = arch_totals(space, table.archs)[:, 0]
+    fit_rows = rows if train_rows is None or len(train_rows) < 2 else train_rows
+    out["flops"] = flops_baseline(fl[fit_rows], y[fit_rows], fl[rows], y[rows])
+    return out
+
+
+def eval_model(model, meta: dict[str, Any], table: ArchTable, target: str, exclude_train: bool = False):
+    """Metrics of a loaded model on a table; returns (metrics, rows, predictions)."""
+    if table.space != meta.get("space"):
+        raise DataError(f"table is for space {table.space!r}, model for {meta.get('space')!r}")
+    y = table.column(target)
+    rows = np.flatnonzero(_usable(y))
+    train_archs = set((meta.get("training") or {}).get("train_archs") or [])
+    if exclude_train:
+        if not train_archs:
+            raise DataError("model records no training archs; cannot --exclude-train")
+        rows = np.array([i for i in rows if table.arch_strings[i] not in train_archs], dtype=np.int64)
+    if len(rows) == 0:
+        raise DataError("no rows left to evaluate")
+    train_rows = np.array([i for i, a in enumerate(table.arch_strings) if a in train_archs], dtype=np.int64)
+    metrics = evaluate_rows(model, table, target, rows, train_rows if len(train_rows) >= 2 else None)
+    return metrics, rows, model.predict(table.archs[rows])
+
+
+def train_block_model(records, backend: str, space: str = "fbnet", fingerprint: str | None = None,
+                      block_model: str = "rf", correction: str = "linear", params: dict[str, Any] | None = None):
+    """Block-level model from profile records (+ correction from whole-model rows of ``space``)."""
+    from predictors.block_models import BlockSumPredictor, fit_block_model
+
+    data = load_block_table(records, backend=backend, fingerprint=fingerprint, space=space)
+    if len(data.specs) < 2:
+        raise DataError(f"need at least 2 profiled blocks for backend {backend!r}, found {len(data.specs)}")
+    if data.batch != space_of(space).batch:
+        logger.warning("profiles are batch %d; block features carry no batch, predictions are for that batch", data.batch)
+    bm = fit_block_model(block_model, data.specs, data.block_ms, **(params or {}))
+    est = BlockSumPredictor(space=space, block_model=bm, correction="none")
+    archs = np.array([space_of(space).parse_arch(a) for a in data.model_archs], dtype=np.int64).reshape(-1, space_of(space).n_layers)
+    meta: dict[str, Any] = {
+        "target": None,
+        "device": f"{backend}@{data.fingerprint}",
+        "backend": backend,
+        "fingerprint": data.fingerprint,
+        "batch": data.batch,
+        "training": {
+            "n_blocks": len(data.specs), "n_models": len(data.model_archs),
+            "rows_sha256": json_hash({"blocks": [(s.key, float(v)) for s, v in zip(data.specs, data.block_ms)],
+                                      "models": [(a, float(v)) for a, v in zip(data.model_archs, data.model_ms)]}),
+            "train_archs": list(data.model_archs), "block_model": block_model, "correction": correction,
+        },
+    }
+    metrics: dict[str, Any] = {}
+    if len(archs):
+        est.fit()  # identity correction: the block sum alone
+        metrics["block_sum_in_sample"] = latency_metrics(data.model_ms, est.predict(archs))
+    est.set_params(correction=correction)
+    est.fit(archs if len(archs) else None, data.model_ms if len(archs) else None)
+    if len(archs):
+        metrics["corrected_in_sample"] = latency_metrics(data.model_ms, est.predict(archs))
+    meta["metrics"] = metrics
+    return est, meta
