@@ -19,10 +19,10 @@ checked against the masked multi-branch model. The arch is the per-layer
 branch mask in the space's encoding (:mod:`latnas.spaces.repnas`), its latency
 comes from the context's table (``table.space == "repnas"``).
 
-Options (``ctx.options``): ``epochs`` (4 incl. warm-up), ``warmup_epochs``
-(1), ``fraction`` (0.34), ``finetune_epochs`` (1), ``batch_size`` (32),
-``max_batches`` (10 per epoch, None = all), ``resolution`` (16), ``width_mult``
-(0.25, proxy width of the trained network), ``w_lr`` (0.05), ``s_lr`` (0.05),
+Options (``ctx.options``): ``epochs`` (5 incl. warm-up), ``warmup_epochs``
+(1), ``fraction`` (0.34), ``finetune_epochs`` (2), ``batch_size`` (32),
+``max_batches`` (None = all batches per epoch), ``resolution`` (32; larger
+inputs are downsampled), ``width_mult`` (0.5, proxy width of the trained network), ``w_lr`` (0.05), ``s_lr`` (0.05),
 ``tau`` (1.0, sigmoid temperature of the STE), ``noise`` (1.0, Gumbel noise
 scale on the scores; 0 = none).
 """
@@ -49,14 +49,14 @@ log = logging.getLogger(__name__)
 
 ALWAYS_ON = "kxk"
 DEFAULTS: dict[str, Any] = {
-    "epochs": 4,
+    "epochs": 5,
     "warmup_epochs": 1,
     "fraction": 0.34,
-    "finetune_epochs": 1,
+    "finetune_epochs": 2,
     "batch_size": 32,
-    "max_batches": 10,
-    "resolution": 16,
-    "width_mult": 0.25,
+    "max_batches": None,
+    "resolution": 32,
+    "width_mult": 0.5,
     "w_lr": 0.05,
     "s_lr": 0.05,
     "tau": 1.0,
@@ -107,7 +107,7 @@ def ste_topk_mask(scores: torch.Tensor, k: int, tau: float = 1.0, noise: float =
     else:
         thr = 0.5 * (ordered[k - 1] + ordered[k])
     soft = torch.sigmoid((noisy - thr) / tau)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly the hard value forward (x - x == 0)
 
 
 def warmup_mask(scores: torch.Tensor, fraction: float, tau: float = 1.0,
@@ -119,7 +119,7 @@ def warmup_mask(scores: torch.Tensor, fraction: float, tau: float = 1.0,
     """
     hard = (torch.rand(scores.shape, generator=generator) < fraction).to(scores.dtype)
     soft = torch.sigmoid(scores / tau)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly the hard value forward (x - x == 0)
 
 
 # ------------------------------------------------------------------ network

@@ -157,7 +157,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool, generator: torc
     idx = int(torch.argmax(y.detach()))
     one = torch.zeros_like(y)
     one[idx] = 1.0
-    return one - y.detach() + y
+    return one + (y - y.detach())  # exactly one-hot forward, softmax gradient
 
 
 # ----------------------------------------------------------- latency model
