@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         n_train: int = typer.Option(500, "--n-train", help="Training images for the accuracy estimate."),
         n_val: int = typer.Option(300, "--n-val", help="Validation images for the accuracy estimate."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Image side for accuracy estimates (default: the space's input, <= 32)."),
+        margin: float = typer.Option(0.0, "--margin", help="Guard band: search under budget*(1-margin) to absorb predictor error (e.g. 0.05)."),
         proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
         profile_top: int = typer.Option(0, "--profile-top", help="Profile the top K archs on the real device."),
         backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top."),
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
             job = SearchJob(
                 out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
-                data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy,
+                data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
                 profile_top=profile_top, backend=backend, profile_quick=profile_quick, export=export,
                 resume=resume, options=options, progress=report,
             )

@@ -184,6 +184,7 @@ class SearchJob:
     n_val: int = 300
     resolution: int | None = None
     proxy: str | None = None  # "flops": search the FLOPs proxy (predictor, if given, only reports ms)
+    margin: float = 0.0  # guard band: search under budget * (1 - margin) to absorb predictor error
     profile_top: int = 0
     backend: str = "onnxruntime"
     profile_quick: bool = False
@@ -296,7 +297,10 @@ def run_search(job: SearchJob) -> SearchOutcome:
     objective = flops_table(space) if job.proxy == "flops" or ms_table is None else ms_table
     if ms_table is not None and ms_table.unit != "ms":
         ms_table = None  # "flops" given as the predictor: no ms predictions
-    check_budget(objective, budget, space)
+    if not 0.0 <= job.margin < 1.0:
+        raise DataError(f"--margin must be in [0, 1), got {job.margin}")
+    search_budget = None if budget is None else Budget(budget.value * (1.0 - job.margin), budget.unit)
+    check_budget(objective, search_budget, space)
     if job.algo not in ALGORITHMS:
         ALGORITHMS.get(job.algo)  # one-line unknown-name error listing the known ones
     if job.evals < 1:
@@ -308,7 +312,7 @@ def run_search(job: SearchJob) -> SearchOutcome:
         space=space,
         latency=objective,
         data=data,
-        budget=None if budget is None else budget.value,
+        budget=None if search_budget is None else search_budget.value,
         evals=job.evals,
         seed=job.seed,
         workdir=out,
@@ -364,7 +368,8 @@ def run_search(job: SearchJob) -> SearchOutcome:
     summary = {
         "algo": job.algo,
         "space": space.name,
-        "budget": None if budget is None else {"value": budget.value, "unit": budget.unit},
+        "budget": None if budget is None else {"value": budget.value, "unit": budget.unit, "margin": job.margin,
+                                               "searched_under": search_budget.value},
         "objective": {"unit": objective.unit, "device": objective.device, "proxy": job.proxy},
         "predictor": job.predictor,
         "data": data.name,

@@ -152,8 +152,8 @@ def train_accuracy(
     arch: Arch,
     data: SearchData,
     epochs: int = 3,
-    lr: float = 2e-3,
-    batch_size: int = 64,
+    lr: float = 3e-3,
+    batch_size: int = 32,
     seed: int = 0,
 ) -> float:
     """Validation accuracy of ``arch`` trained end to end for a few epochs (Adam)."""
