@@ -127,3 +127,25 @@ def test_cli_flops_proxy_profile_and_export(table_json, tmp_path, capsys):
     assert float(rows[0]["measured_ms"]) > 0
     result = json.loads((out / "result.json").read_text())
     assert result["export"]["artifacts"] and result["export"]["artifacts"][0].endswith(".onnx")
+
+
+def test_cli_accepts_saved_predictor_folder(tmp_path, capsys):
+    """A predictor saved by ``predictors.persistence`` is compiled to a LatencyTable and searched."""
+    pytest.importorskip("predictors.persistence")
+    from predictors.models import OneHotRidge
+    from predictors.persistence import save_predictor
+
+    space = get_space("fbnet")
+    archs = np.array(space.random_archs(80, rng=0))
+    truth = synthetic_table(space, seed=1, knots=False)
+    model = OneHotRidge(space="fbnet").fit(archs, truth.predict(archs))
+    folder = tmp_path / "model"
+    save_predictor(model, folder, target="onnxruntime_ms")
+    budget = float(np.quantile(model.predict(archs), 0.3))
+    out = tmp_path / "run"
+    rc = main(["search", "--predictor", str(folder), "--budget", f"{budget:.4f}ms", "-o", str(out), *TINY])
+    assert rc == 0, capsys.readouterr().err
+    rows = _rows(out / "front.csv")
+    pred = np.array([float(r["predicted_ms"]) for r in rows])
+    np.testing.assert_allclose(pred, model.predict(np.array([space.parse_arch(r["arch"]) for r in rows])), rtol=1e-4)
+    assert np.all(pred <= budget + 1e-4)

@@ -89,42 +89,22 @@ def check_budget(table: LatencyTable, budget: Budget | None, space: SearchSpace)
 
 # --------------------------------------------------------------- predictor
 def _compile_predictor_folder(path: Path, space: SearchSpace) -> LatencyTable:
-    """A saved predictor folder -> LatencyTable, through the predictors package (optional)."""
+    """A saved predictor folder -> LatencyTable (``predictors.persistence`` + ``predictors.compile``)."""
     try:
-        import predictors
-    except ImportError:
-        raise PredictorFileError(f"{path} is a predictor folder but the predictors package is missing") from None
-    loader = getattr(predictors, "load", None) or getattr(predictors, "load_predictor", None)
-    compiler = getattr(predictors, "compile_to_table", None) or getattr(predictors, "compile_table", None)
-    if loader is None:
-        try:
-            from predictors import persistence
-
-            loader = getattr(persistence, "load", None) or getattr(persistence, "load_predictor")
-        except (ImportError, AttributeError):
-            raise PredictorFileError(
-                f"{path}: loading predictor folders needs predictors.persistence, not available here; "
-                "pass a latency table JSON (latnas.latency_table) instead"
-            ) from None
-    if compiler is None:
-        try:
-            from predictors import compile as pcompile
-
-            compiler = getattr(pcompile, "compile_to_table", None) or getattr(pcompile, "compile_table")
-        except (ImportError, AttributeError):
-            compiler = None
-    model = loader(path)
-    if isinstance(model, LatencyTable):
-        return model
-    to_table = getattr(model, "to_latency_table", None) or getattr(model, "compile", None)
-    if compiler is not None:
-        try:
-            return compiler(model, space)
-        except TypeError:
-            return compiler(model)
-    if callable(to_table):
-        return to_table(space)
-    raise PredictorFileError(f"{path}: cannot compile this predictor to a latency table")
+        from predictors.compile import compile_predictor
+        from predictors.persistence import load_predictor
+    except ImportError as exc:
+        raise PredictorFileError(f"{path} is a predictor folder but the predictors package cannot load it: {exc}") from None
+    model, meta = load_predictor(path)
+    if meta.get("space") not in (None, space.name):
+        raise PredictorFileError(f"predictor was made for space {meta.get('space')!r}, not {space.name!r}; refused")
+    parts = [str(meta.get(k)) for k in ("target", "device", "backend") if meta.get(k)]
+    fp = meta.get("fingerprint")
+    if isinstance(fp, str) and fp:
+        parts.append(fp)
+    table = compile_predictor(model, device=" ".join(dict.fromkeys(parts)))
+    table.meta.setdefault("predictor_folder", str(path))
+    return table
 
 
 def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:
