@@ -32,9 +32,15 @@ def ridge_loo(x: np.ndarray, t: np.ndarray, y: np.ndarray, log_target: bool, alp
     r = t - off
     xm, rm = x.mean(axis=0), r.mean()
     xc, rc = x - xm, r - rm
-    u, s, vt = np.linalg.svd(xc, full_matrices=False)
-    keep = s > 1e-10 * (s[0] if s.size else 1.0)
-    u, s, vt = u[:, keep], s[keep], vt[keep]
+    if n > x.shape[1]:  # tall: eigen-decompose the small Gram matrix (much cheaper than an SVD)
+        evals, v = np.linalg.eigh(xc.T @ xc)
+        keep = evals > 1e-12 * max(float(evals.max(initial=0.0)), 1e-300)
+        s, vt = np.sqrt(evals[keep]), v[:, keep].T
+        u = (xc @ vt.T) / s
+    else:
+        u, s, vt = np.linalg.svd(xc, full_matrices=False)
+        keep = s > 1e-10 * (s[0] if s.size else 1.0)
+        u, s, vt = u[:, keep], s[keep], vt[keep]
     ur = u.T @ rc
     best = None
     for a in alphas:
