@@ -44,9 +44,15 @@ def version() -> None:
     print(f"latnas {latnas.__version__}")
 
 
+_registered: list[str] = []
+
+
 def _register_all() -> None:
+    """Add every group's commands once (main() may run many times in one process)."""
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(app)
+        if name not in _registered:
+            importlib.import_module(name).register(app)
+            _registered.append(name)
 
 
 def main(argv: list[str] | None = None) -> int:
