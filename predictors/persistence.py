@@ -104,6 +104,7 @@ def _get_state(model) -> dict[str, Any]:
         sources = {name: {"coef": _arr(m.coef_), "intercept": m.intercept_} for name, m in (model.source_models or {}).items()}
         return {"sources": sources, "weights": _arr(model.weights_), "intercept": model.intercept_,
                 "resid_coef": _arr(model.resid_coef_), "resid_intercept": model.resid_intercept_,
+                "stage_coef": _arr(model.stage_coef_), "stage_intercept": model.stage_intercept_,
                 "source_names": model.source_names_}
     if isinstance(model, BlockSumPredictor):
         return {"block_model": _block_state(model.block_model), "knots_x": _arr(model.knots_x_), "knots_y": _arr(model.knots_y_)}
@@ -136,6 +137,7 @@ def _restore(name: str, params: dict[str, Any], state: dict[str, Any], folder: P
         model.weights_, model.intercept_ = np.asarray(state["weights"]), float(state["intercept"])
         model.resid_coef_, model.resid_intercept_ = np.asarray(state["resid_coef"]), float(state["resid_intercept"])
         model.source_names_ = list(state["source_names"])
+        model.stage_coef_, model.stage_intercept_ = np.asarray(state["stage_coef"]), float(state["stage_intercept"])
     elif name == "blocksum":
         model = cls(block_model=_restore_block(state["block_model"]), **params)
         kx, ky = state["knots_x"], state["knots_y"]

@@ -12,7 +12,10 @@ Recipe (what is used, precisely):
    predictions* for those archs plus the arch's total MFLOPs (analytic, also
    additive), then a ridge on the per-layer one-hot of the remaining residual
    (alpha by exact leave-one-out relative error, so it stays near zero for
-   small k).
+   small k). With ``stage_features`` a ridge on per-stage sums of each
+   source model's per-layer terms comes first (standardised, alpha by LOO):
+   it lets the target weigh a source differently at different resolutions,
+   e.g. a GPU source for the early, wide stages only.
 
 At prediction time only the arch is used: the source models predict from the
 arch, and no measured source latency of the predicted rows is ever read.
@@ -29,6 +32,8 @@ from latnas.errors import DataError
 from predictors.features import layer_cost_tables
 from predictors.linear import ridge_loo
 from predictors.models import DEFAULT_ALPHAS, ArchPredictor, OneHotRidge, _y
+
+STAGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
 
 
 def fit_source_models(table, columns: list[str], rows=None, space: str | None = None) -> dict[str, OneHotRidge]:
@@ -51,13 +56,39 @@ class TransferPredictor(ArchPredictor):
     (``target="linear"``), see :func:`fit_source_models`.
     """
 
-    def __init__(self, space: str = "fbnet", source_models=None, use_flops: bool = True, residual: bool = True,
-                 alphas=DEFAULT_ALPHAS):
+    def __init__(self, space: str = "fbnet", source_models=None, use_flops: bool = True, stage_features: bool = True,
+                 residual: bool = True, alphas=DEFAULT_ALPHAS):
         self.space = space
         self.source_models = source_models
         self.use_flops = use_flops
+        self.stage_features = stage_features
         self.residual = residual
         self.alphas = alphas
+
+    def _source_tables(self) -> list[np.ndarray]:
+        """Per-(layer, choice) additive terms of every source column (ms; MFLOPs for the FLOPs column)."""
+        sp = self._space()
+        tabs = []
+        for m in (self.source_models or {}).values():
+            if getattr(m, "log_target_", True):
+                raise DataError("transfer sources must be linear-target OneHotRidge models")
+            tabs.append(m.coef_.reshape(sp.n_layers, sp.n_choices))
+        if self.use_flops:
+            tabs.append(self._flops()[0])
+        return tabs
+
+    def _stages(self) -> np.ndarray:
+        return np.array([slot.stage for slot in self._space().layers])
+
+    def _stage_design(self, archs: np.ndarray) -> np.ndarray:
+        """(n, n_sources * n_stages): per-stage sums of each source's per-layer terms."""
+        stages = self._stages()
+        rows = np.arange(archs.shape[1])
+        cols = []
+        for tab in self._source_tables():
+            per_layer = tab[rows, archs]
+            cols += [per_layer[:, stages == g].sum(axis=1) for g in np.unique(stages)]
+        return np.column_stack(cols)
 
     def _flops(self) -> tuple[np.ndarray, float]:
         flops, _, f0, _ = layer_cost_tables(self._space())
@@ -82,9 +113,16 @@ class TransferPredictor(ArchPredictor):
         self.source_names_ = list(self.source_models or {}) + (["total_mflops"] if self.use_flops else [])
         self.weights_ = w[: s.shape[1]].astype(np.float64)
         self.intercept_ = float(w[-2] - w[-1])
-        resid = y - (s @ self.weights_ + self.intercept_)
+        base = s @ self.weights_ + self.intercept_
+        n_stage_cols = len(self._source_tables()) * len(np.unique(self._stages()))
+        self.stage_coef_, self.stage_intercept_ = np.zeros(n_stage_cols), 0.0
+        if self.stage_features and len(y) >= 3:
+            f = self._stage_design(archs)
+            scale = np.where(f.std(axis=0) > 1e-12, f.std(axis=0), 1.0)
+            fit = ridge_loo(f / scale, y, y, False, STAGE_ALPHAS, offset=base)
+            self.stage_coef_, self.stage_intercept_ = fit.coef / scale, float(fit.intercept)
+            base = base + f @ self.stage_coef_ + self.stage_intercept_
         if self.residual and len(y) >= 3:
-            base = y - resid
             fit = ridge_loo(self._onehot(archs), y, y, False, self.alphas, offset=base)
             self.resid_coef_, self.resid_intercept_ = fit.coef.astype(np.float64), float(fit.intercept)
         else:
@@ -99,19 +137,23 @@ class TransferPredictor(ArchPredictor):
         coef = self.resid_coef_.copy()
         b = self.intercept_ + self.resid_intercept_
         models = list((self.source_models or {}).values())
-        for w, m in zip(self.weights_, models):
-            if getattr(m, "log_target_", True):
-                raise DataError("transfer sources must be linear-target OneHotRidge models")
-            coef += w * m.coef_
-            b += w * m.intercept_
-        if self.use_flops:
-            flops, f0 = self._flops()
-            coef += self.weights_[-1] * flops.ravel()
-            b += self.weights_[-1] * f0
+        fixed = [m.intercept_ for m in models] + ([self._flops()[1]] if self.use_flops else [])
+        tabs = self._source_tables()
+        stages = self._stages()
+        groups = np.unique(stages)
+        for i, (w, tab, f0) in enumerate(zip(self.weights_, tabs, fixed)):
+            per_layer = w * tab
+            for j, g in enumerate(groups):  # stage terms scale the source's layers of that stage
+                per_layer[stages == g] += self.stage_coef_[i * len(groups) + j] * tab[stages == g]
+            coef += per_layer.ravel()
+            b += w * f0
+        b += self.stage_intercept_
         return coef, float(b)
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "weights_")
         archs = self._archs(X)
-        return (self._sources(archs) @ self.weights_ + self.intercept_
-                + self._onehot(archs) @ self.resid_coef_ + self.resid_intercept_)
+        out = self._sources(archs) @ self.weights_ + self.intercept_
+        if np.any(self.stage_coef_):
+            out = out + self._stage_design(archs) @ self.stage_coef_
+        return out + self.stage_intercept_ + self._onehot(archs) @ self.resid_coef_ + self.resid_intercept_
