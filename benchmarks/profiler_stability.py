@@ -5,7 +5,7 @@ default) the whole FBNet block table (``unique_blocks()``: 111 blocks with
 stem and head) is profiled twice, one pass after the other, with the default
 measurement protocol. Reported per backend: the share of blocks whose two
 medians agree within +-5% and +-10%, the median relative difference, the
-noisy-flag count, and the wall time of one pass split into preparing
+noisy-flag count, the agreement of ``min_ms`` for comparison, and the wall time of one pass split into preparing
 (export/lowering) and timing. Goals: >= 98% within +-5%, <= 3 min per table.
 
     .venv/bin/python benchmarks/profiler_stability.py            # full table
@@ -14,6 +14,7 @@ noisy-flag count, and the wall time of one pass split into preparing
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -36,7 +37,7 @@ from profilers.runner import example_input  # noqa: E402
 
 def one_pass(backend, specs, config):
     """Median per block key, plus seconds spent preparing and timing, and noisy count."""
-    medians, prep_s, time_s, noisy, failed = {}, 0.0, 0.0, 0, []
+    medians, mins, prep_s, time_s, noisy, failed = {}, {}, 0.0, 0.0, 0, []
     for spec in specs:
         module = spec.build().eval()
         x = example_input(spec.input_shape)
@@ -54,8 +55,9 @@ def one_pass(backend, specs, config):
         prep_s += t1 - t0
         time_s += t2 - t1
         medians[spec.key] = stats.median_ms
+        mins[spec.key] = stats.min_ms
         noisy += stats.noisy
-    return medians, prep_s, time_s, noisy, failed
+    return medians, prep_s, time_s, noisy, failed, mins
 
 
 def compare(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -76,6 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="every 8th block of the table (~14 blocks)")
     ap.add_argument("--backends", default="onnxruntime,executorch")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--noisy-retries", default=None,
+                    help="comma list of ProtocolConfig.noisy_retries values to compare (passes interleaved)")
+    ap.add_argument("--json", default=None, help="write per-block medians of every pass to this JSON file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -83,41 +88,53 @@ def main(argv=None) -> int:
     specs = get_space("fbnet").unique_blocks()
     if args.quick:
         specs = specs[::8]
-    config = replace(ProtocolConfig(), threads=args.threads)
+    base = replace(ProtocolConfig(), threads=args.threads)
+    variants = [base] if args.noisy_retries is None else [
+        replace(base, noisy_retries=int(v)) for v in args.noisy_retries.split(",")
+    ]
     avail = available_backends()
     console = Console(width=200)
-    console.print(f"FBNet block table: {len(specs)} blocks, {args.threads} thread(s), protocol {config}")
-    table = Table("backend", "blocks", "within ±5%", "within ±10%", "median |rel diff|", "worst block (rel diff)",
-                  "noisy (p1/p2)", "pass wall s (prep + timing)", "failed")
+    console.print(f"FBNet block table: {len(specs)} blocks, {args.threads} thread(s), protocol {base}")
+    table = Table("backend", "noisy retries", "blocks", "within ±5%", "within ±10%", "median |rel diff|",
+                  "worst block (rel diff)", "min_ms within ±5%", "noisy (p1/p2)", "pass wall s (prep + timing)", "failed")
+    dump = {}
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
         ok, reason = avail.get(name, (False, "not registered"))
         if not ok:
-            table.add_row(name, "-", "-", "-", "-", reason, "-", "-", "-")
+            table.add_row(name, "-", "-", "-", "-", "-", reason, "-", "-", "-", "-")
             continue
         backend = get_backend(name)
-        one_pass(backend, specs[:1], replace(config, max_seconds=0.2))  # import/initialise the runtime outside the timing
-        passes = []
-        for i in range(2):
-            t0 = time.perf_counter()
-            res = one_pass(backend, specs, config)
-            passes.append((time.perf_counter() - t0, *res))
-            console.print(f"{name} pass {i + 1}: {passes[-1][0]:.1f} s (prepare {res[1]:.1f} s, timing {res[2]:.1f} s)")
-        c = compare(passes[0][1], passes[1][1])
-        walls = [p[0] for p in passes]
-        table.add_row(
-            name,
-            str(c["n"]),
-            f"{100 * c['within5']:.1f}%",
-            f"{100 * c['within10']:.1f}%",
-            f"{100 * c['median_rel']:.2f}%",
-            f"{c['worst']} ({100 * c['worst_rel']:.0f}%)",
-            f"{passes[0][4]}/{passes[1][4]}",
-            " / ".join(f"{w:.0f} ({p[2]:.0f} + {p[3]:.0f})" for w, p in zip(walls, passes)),
-            str(len(passes[0][5]) + len(passes[1][5])),
-        )
-        for p in passes:
-            for line in p[5]:
-                console.print(f"failed {line}", markup=False)
+        one_pass(backend, specs[:1], replace(base, max_seconds=0.2))  # import/initialise the runtime outside the timing
+        passes: dict[int, list] = {i: [] for i in range(len(variants))}
+        for rnd in range(2):  # pass 1 of every variant, then pass 2 of every variant
+            for i, config in enumerate(variants):
+                t0 = time.perf_counter()
+                res = one_pass(backend, specs, config)
+                passes[i].append((time.perf_counter() - t0, *res))
+                console.print(f"{name} noisy_retries={config.noisy_retries} pass {rnd + 1}: "
+                              f"{passes[i][-1][0]:.1f} s (prepare {res[1]:.1f} s, timing {res[2]:.1f} s)")
+        for i, config in enumerate(variants):
+            ps = passes[i]
+            dump[f"{name}/{config.noisy_retries}"] = [p[1] for p in ps]
+            c = compare(ps[0][1], ps[1][1])
+            table.add_row(
+                name,
+                str(config.noisy_retries),
+                str(c["n"]),
+                f"{100 * c['within5']:.1f}%",
+                f"{100 * c['within10']:.1f}%",
+                f"{100 * c['median_rel']:.2f}%",
+                f"{c['worst']} ({100 * c['worst_rel']:.0f}%)",
+                f"{100 * compare(ps[0][6], ps[1][6])['within5']:.1f}%",
+                f"{ps[0][4]}/{ps[1][4]}",
+                " / ".join(f"{p[0]:.0f} ({p[2]:.0f} + {p[3]:.0f})" for p in ps),
+                str(len(ps[0][5]) + len(ps[1][5])),
+            )
+            for p in ps:
+                for line in p[5]:
+                    console.print(f"failed {line}", markup=False)
+    if args.json:
+        Path(args.json).write_text(json.dumps(dump, indent=1))
     console.print(table)
     console.print("goals: >= 98% of blocks within ±5% between passes; <= 180 s per table per backend")
     return 0

@@ -28,6 +28,7 @@ class ProtocolConfig:
     window: int = 10  # repeats per stability window
     threads: int = 1  # intra-op threads (pinned while timing)
     noise_iqr_ratio: float = 0.10  # flag as noisy when IQR / median exceeds this
+    noisy_retries: int = 2  # re-time a noisy result up to this many times; keep the least noisy attempt
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def _rows(path: Path) -> dict[str, float]:
 
 def test_kill_9_then_resume(capsys, tmp_path):
     store = tmp_path / "p.db"
-    limit = 30
+    limit = 12
     args = ["profile", "--space", "fbnet", "--backend", "torch-cpu", "--store", str(store), "--limit", str(limit), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "latnas.cli.main", *args], cwd=REPO, env=env,

@@ -35,7 +35,7 @@ def fake_fn(clock: FakeClock, durations_ms):
 
 
 CFG = ProtocolConfig(warmup_runs=5, warmup_seconds=0.0, min_repeats=30, max_repeats=300, max_seconds=100.0,
-                     rel_tolerance=0.01, stable_windows=3, window=10)
+                     rel_tolerance=0.01, stable_windows=3, window=10, noisy_retries=0)
 
 
 def test_summary_statistics_match_numpy():
@@ -99,6 +99,21 @@ def test_stability_resets_when_median_jumps():
     assert fakefn.calls["n"] == s.repeats + s.warmup_runs
 
 
+def test_noisy_result_is_retimed_and_least_noisy_attempt_kept():
+    clock = FakeClock()
+    noisy = itertools.cycle([1.0, 2.0, 1.0, 3.0])  # IQR / median well above 0.1
+    cfg = ProtocolConfig(warmup_runs=2, warmup_seconds=0.0, min_repeats=10, max_repeats=20, window=10,
+                         stable_windows=1, noisy_retries=2)
+    durations = itertools.chain(itertools.islice(noisy, 2 + 20), itertools.repeat(1.5))
+    s = measure(fn := fake_fn(clock, durations), cfg, clock=clock, pin_threads=False)
+    assert not s.noisy and s.median_ms == pytest.approx(1.5)
+    assert fn.calls["n"] == 2 + 20 + 20  # warm-up, a noisy attempt, a clean one (no third)
+    clock2 = FakeClock()
+    always = fake_fn(clock2, itertools.cycle([1.0, 2.0, 1.0, 3.0]))
+    s2 = measure(always, cfg, clock=clock2, pin_threads=False)
+    assert s2.noisy and always.calls["n"] == 2 + 3 * 20  # gave up after 1 + 2 attempts
+
+
 @pytest.mark.parametrize("runs,seconds,expected", [(10, 0.001, 10), (10, 0.05, 50), (0, 0.0, 0)])
 def test_warm_up_needs_both_minima(runs, seconds, expected):
     clock = FakeClock()
@@ -147,7 +162,8 @@ def test_measure_real_callable_gives_positive_finite_stats():
 
 
 @pytest.mark.parametrize("bad", [dict(threads=0), dict(min_repeats=0), dict(max_repeats=5, min_repeats=10),
-                                 dict(window=0), dict(max_seconds=0), dict(rel_tolerance=0)])
+                                 dict(window=0), dict(max_seconds=0), dict(rel_tolerance=0),
+                                 dict(noisy_retries=-1)])
 def test_bad_configs_are_refused(bad):
     with pytest.raises(ValueError):
         check_config(ProtocolConfig(**bad))
