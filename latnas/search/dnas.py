@@ -14,17 +14,21 @@ reported latency is that of the full-width arch. With a budget, ``lambda``
 grows while the expected latency exceeds it, and a derived arch over budget
 is greedily cheapened (recorded in ``extra["budget_fixes"]``).
 
-Options (``ctx.options``): ``epochs`` (4), ``warmup_epochs`` (1, weights
-only), ``batch_size`` (32), ``max_batches`` (8 per epoch, None = all),
+Options (``ctx.options``): ``epochs`` (5), ``warmup_epochs`` (1, weights
+only), ``batch_size`` (32), ``max_batches`` (10 per epoch, None = all),
 ``resolution`` (16: larger inputs are downsampled for the supernet),
 ``lambda_lat`` (0.2), ``tau`` (5.0), ``tau_min`` (0.5), ``hard`` (False: every
 op runs, weighted, as in FBNet; True: straight-through one-hot sampling as in
 GDAS, one op per layer, much cheaper but it does not train in a few epochs),
 ``w_lr`` (0.05),
-``a_lr`` (0.01), ``width_mult`` (0.25, supernet proxy width), ``head_channels``
+``a_lr`` (0.05), ``width_mult`` (0.25, supernet proxy width), ``head_channels``
 (128), ``search_depth`` (True), ``widths`` ((0.5, 0.75, 1.0); None/[] = no
-width search), ``width_scaling`` ("quadratic"), ``lambda_growth`` (1.5),
-``bn_batches`` (4, BN recalibration of the derived path).
+width search), ``width_scaling`` ("quadratic"), ``lambda_growth`` (1.2: with a
+budget, lambda is multiplied by it after each arch step whose derived arch is
+over budget and divided by it, down to ``lambda_lat``, otherwise),
+``bn_batches`` (4, BN recalibration of the derived path), ``threads`` (1:
+torch intra-op threads during the run, restored after; 0 = leave as is; the
+tensors are tiny, so more threads mostly add overhead, badly so on a busy CPU).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import json
 import logging
 import math
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -53,24 +58,25 @@ from latnas.search.supernet import (
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
-    "epochs": 4,
+    "epochs": 5,
     "warmup_epochs": 1,
     "batch_size": 32,
-    "max_batches": 8,
+    "max_batches": 10,
     "resolution": 16,
     "lambda_lat": 0.2,
     "tau": 5.0,
     "tau_min": 0.5,
     "hard": False,
     "w_lr": 0.05,
-    "a_lr": 0.01,
+    "a_lr": 0.05,
     "width_mult": 0.25,
     "head_channels": 128,
     "search_depth": True,
     "widths": DEFAULT_WIDTHS,
     "width_scaling": "quadratic",
-    "lambda_growth": 1.5,
+    "lambda_growth": 1.2,
     "bn_batches": 4,
+    "threads": 1,
 }
 
 
@@ -197,11 +203,28 @@ def score_arch(ctx: SearchContext, arch, fallback: float) -> tuple[float, str]:
         return fallback, "supernet_val_acc"
 
 
+@contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch intra-op threads (0: unchanged), restoring the old count."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @register_algorithm("dnas")
 def run(ctx: SearchContext) -> SearchResult:
     """Differentiable hierarchical search; see the module docstring."""
-    t0 = time.perf_counter()
     opt = options_with_defaults(dict(ctx.options), DEFAULTS, "dnas")
+    with torch_threads(int(opt["threads"])):
+        return _run(ctx, opt)
+
+
+def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
+    t0 = time.perf_counter()
     space, table = ctx.space, ctx.latency
     if table.n_layers != space.n_layers:
         raise DataError(f"latency table has {table.n_layers} layers, space {space.name!r} has {space.n_layers}")
@@ -267,7 +290,12 @@ def run(ctx: SearchContext) -> SearchResult:
             a_opt.step()
             e_lat = float(lat.detach())
             if ctx.budget is not None:
-                lam = lam * float(opt["lambda_growth"]) if e_lat > ctx.budget else max(lam_floor, lam / float(opt["lambda_growth"]))
+                # steer by the arch that would be derived now (the expected latency of a
+                # still-diffuse distribution sits far above any argmax arch)
+                now = derive_arch(layout, *arch.argmax()[:2])
+                over = float(table.predict(np.array([now]))[0]) > ctx.budget
+                growth = float(opt["lambda_growth"])
+                lam = lam * growth if over else max(lam_floor, lam / growth)
         op_i, d_i, w_i = arch.argmax()
         derived = derive_arch(layout, op_i, d_i)
         note = {

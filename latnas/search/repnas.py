@@ -24,7 +24,8 @@ Options (``ctx.options``): ``epochs`` (5 incl. warm-up), ``warmup_epochs``
 ``max_batches`` (None = all batches per epoch), ``resolution`` (32; larger
 inputs are downsampled), ``width_mult`` (0.5, proxy width of the trained network), ``w_lr`` (0.05), ``s_lr`` (0.05),
 ``tau`` (1.0, sigmoid temperature of the STE), ``noise`` (1.0, Gumbel noise
-scale on the scores; 0 = none).
+scale on the scores; 0 = none), ``threads`` (1, torch intra-op threads
+during the run; 0 = unchanged).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from torch import nn
 from latnas.blocks.dbb import DiverseBranchBlock
 from latnas.errors import DataError
 from latnas.search.base import SearchContext, SearchResult, register_algorithm
-from latnas.search.dnas import _at_resolution, batches, context_data, options_with_defaults
+from latnas.search.dnas import _at_resolution, batches, context_data, options_with_defaults, torch_threads
 from latnas.spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "s_lr": 0.05,
     "tau": 1.0,
     "noise": 1.0,
+    "threads": 1,
 }
 
 
@@ -243,8 +245,13 @@ def _accuracy(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> fl
 @register_algorithm("repnas")
 def run(ctx: SearchContext) -> SearchResult:
     """RepNAS branch search; see the module docstring."""
-    t0 = time.perf_counter()
     opt = options_with_defaults(dict(ctx.options), DEFAULTS, "repnas")
+    with torch_threads(int(opt["threads"])):
+        return _run(ctx, opt)
+
+
+def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
+    t0 = time.perf_counter()
     space, table = ctx.space, ctx.latency
     if any(space.choices[c].op != "dbb" for slot in space.layers for c in slot.allowed) or not space.stem:
         raise DataError(f"repnas searches DBB branch masks; space {space.name!r} has no DBB layers (use --space repnas)")
