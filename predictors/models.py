@@ -46,12 +46,12 @@ def _y(y) -> np.ndarray:
     return y
 
 
-def additive_fit(space, archs: np.ndarray, y: np.ndarray, target: str, alphas, prior: str):
+def additive_fit(space, archs: np.ndarray, y: np.ndarray, target: str, alphas, prior: str, relative: bool = True):
     """Fit the additive one-hot model; returns (coef over one-hot, intercept, alpha, log_target)."""
     x = onehot(archs, space.n_layers, space.n_choices)
     flops, _, f0, _ = layer_cost_tables(space)
     total = (flops[np.arange(space.n_layers), archs].sum(axis=1) + f0) if prior == "flops" else None
-    fit, (pa, _) = fit_additive(x, y, target, alphas, prior=total)
+    fit, (pa, _) = fit_additive(x, y, target, alphas, prior=total, relative=relative)
     coef = fit.coef.astype(np.float64)
     intercept = fit.intercept
     if total is not None:  # fold the FLOPs prior into the per-layer coefficients (still additive)
@@ -88,19 +88,23 @@ class OneHotRidge(ArchPredictor):
     per-layer factors) or "auto" (lower leave-one-out relative error wins).
     ``prior="flops"`` first fits the target on total MFLOPs and shrinks the
     per-layer terms towards that fit (much better with few rows); "none"
-    shrinks towards a constant.
+    shrinks towards a constant. ``relative=True`` fits a linear target by least
+    squares on relative error (rows weighted ``1 / y**2``), which the ±x%
+    metrics reward and which heavy right tails cannot dominate.
     """
 
-    def __init__(self, space: str = "fbnet", target: str = "auto", prior: str = "flops", alphas=DEFAULT_ALPHAS):
+    def __init__(self, space: str = "fbnet", target: str = "auto", prior: str = "flops", relative: bool = True,
+                 alphas=DEFAULT_ALPHAS):
         self.space = space
         self.target = target
         self.prior = prior
+        self.relative = relative
         self.alphas = alphas
 
     def fit(self, X, y):
         archs, y = self._archs(X), _y(y)
         self.coef_, self.intercept_, self.alpha_, self.log_target_ = additive_fit(
-            self._space(), archs, y, self.target, self.alphas, self.prior)
+            self._space(), archs, y, self.target, self.alphas, self.prior, self.relative)
         self.n_features_in_ = self._space().n_layers
         return self
 
@@ -165,8 +169,8 @@ class XGBLatencyPredictor(ArchPredictor):
                  max_depth: int = 1, learning_rate: float = 0.05, subsample: float = 0.8,
                  colsample_bytree: float = 1.0, min_child_weight: float = 1.0, reg_lambda: float = 1.0,
                  early_stopping_rounds: int = 50, validation_fraction: float = 0.15,
-                 linear_init: bool = True, prior: str = "flops", totals: bool = False, random_state: int = 0,
-                 n_jobs: int = 1):
+                 linear_init: bool = True, prior: str = "flops", relative: bool = True, totals: bool = False,
+                 random_state: int = 0, n_jobs: int = 1):
         self.space = space
         self.target = target
         self.n_estimators = n_estimators
@@ -180,6 +184,7 @@ class XGBLatencyPredictor(ArchPredictor):
         self.validation_fraction = validation_fraction
         self.linear_init = linear_init
         self.prior = prior
+        self.relative = relative
         self.totals = totals
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -213,7 +218,7 @@ class XGBLatencyPredictor(ArchPredictor):
         feats = self._features(archs)
         if self.linear_init:
             self.linear_coef_, self.linear_intercept_, _, self.log_target_ = additive_fit(
-                self._space(), archs, y, self.target, DEFAULT_ALPHAS, self.prior)
+                self._space(), archs, y, self.target, DEFAULT_ALPHAS, self.prior, self.relative)
         else:
             self.log_target_ = self.target != "linear"
             self.linear_coef_ = None

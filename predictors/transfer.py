@@ -57,13 +57,17 @@ class TransferPredictor(ArchPredictor):
     """
 
     def __init__(self, space: str = "fbnet", source_models=None, use_flops: bool = True, stage_features: bool = True,
-                 residual: bool = True, alphas=DEFAULT_ALPHAS):
+                 residual: bool = True, relative: bool = True, alphas=DEFAULT_ALPHAS):
         self.space = space
+        self.relative = relative
         self.source_models = source_models
         self.use_flops = use_flops
         self.stage_features = stage_features
         self.residual = residual
         self.alphas = alphas
+
+    def _weights(self, y: np.ndarray):
+        return 1.0 / y**2 if self.relative else None
 
     def _source_tables(self) -> list[np.ndarray]:
         """Per-(layer, choice) additive terms of every source column (ms; MFLOPs for the FLOPs column)."""
@@ -119,11 +123,11 @@ class TransferPredictor(ArchPredictor):
         if self.stage_features and len(y) >= 3:
             f = self._stage_design(archs)
             scale = np.where(f.std(axis=0) > 1e-12, f.std(axis=0), 1.0)
-            fit = ridge_loo(f / scale, y, y, False, STAGE_ALPHAS, offset=base)
+            fit = ridge_loo(f / scale, y, y, False, STAGE_ALPHAS, offset=base, weights=self._weights(y))
             self.stage_coef_, self.stage_intercept_ = fit.coef / scale, float(fit.intercept)
             base = base + f @ self.stage_coef_ + self.stage_intercept_
         if self.residual and len(y) >= 3:
-            fit = ridge_loo(self._onehot(archs), y, y, False, self.alphas, offset=base)
+            fit = ridge_loo(self._onehot(archs), y, y, False, self.alphas, offset=base, weights=self._weights(y))
             self.resid_coef_, self.resid_intercept_ = fit.coef.astype(np.float64), float(fit.intercept)
         else:
             self.resid_coef_ = np.zeros(self._space().n_layers * self._space().n_choices)
