@@ -17,7 +17,7 @@ is greedily cheapened (recorded in ``extra["budget_fixes"]``).
 Options (``ctx.options``): ``epochs`` (5), ``warmup_epochs`` (1, weights
 only), ``batch_size`` (32), ``max_batches`` (10 per epoch, None = all),
 ``resolution`` (16: larger inputs are downsampled for the supernet),
-``lambda_lat`` (0.2), ``tau`` (5.0), ``tau_min`` (0.5), ``hard`` (False: every
+``lambda_lat`` (0.2), ``tau`` (5.0), ``tau_min`` (1.5: lower temperatures make the weight steps near single-path, which does not train in a few epochs), ``hard`` (False: every
 op runs, weighted, as in FBNet; True: straight-through one-hot sampling as in
 GDAS, one op per layer, much cheaper but it does not train in a few epochs),
 ``w_lr`` (0.05),
@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "resolution": 16,
     "lambda_lat": 0.2,
     "tau": 5.0,
-    "tau_min": 0.5,
+    "tau_min": 1.5,
     "hard": False,
     "w_lr": 0.05,
     "a_lr": 0.05,
