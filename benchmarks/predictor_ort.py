@@ -1,0 +1,103 @@
+"""Block-level predictors on our own ONNX Runtime profiles of the FBNet space.
+
+Profiles every unique block of the FBNet space and a set of random whole
+models with the onnxruntime backend (profilers' public API, into a profile
+store), then trains block-level predictors from the store records and tests
+them on held-out whole models:
+
+* block sum alone (LookupTableSum of measured blocks; PerOpRandomForest)
+* block sum + linear / isotonic correction fit on the training whole models
+* FLOPs proxy and a one-hot ridge trained on the same training whole models
+
+    .venv/bin/python benchmarks/predictor_ort.py [--quick] [--store PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="40 whole models and the quick protocol")
+    ap.add_argument("--store", type=Path, default=None, help="profile store to use/resume (default: a temp file)")
+    ap.add_argument("--models", type=int, default=None, help="whole models to profile (default 40 quick / 120)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from latnas.spaces import get_space
+    from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest
+    from predictors.data import load_block_table
+    from predictors.features import arch_totals, block_features
+    from predictors.metrics import flops_baseline, latency_metrics
+    from predictors.models import OneHotRidge
+    from profilers import ProfileStore, ProtocolConfig, available_backends, profile_blocks, profile_models
+    from profilers.protocol import QUICK_CONFIG
+
+    ok, reason = available_backends().get("onnxruntime", (False, "not registered"))
+    if not ok:
+        print(f"onnxruntime backend unavailable: {reason}")
+        return 0
+    space = get_space("fbnet")
+    n_models = args.models or (40 if args.quick else 120)
+    config = QUICK_CONFIG if args.quick else ProtocolConfig()
+    tmp = None
+    if args.store is None:
+        tmp = tempfile.TemporaryDirectory()
+        args.store = Path(tmp.name) / "profiles.db"
+    archs = [space.format_arch(a) for a in space.random_archs(n_models, 2024)]
+    t0 = time.time()
+    with ProfileStore(args.store) as store:
+        sb = profile_blocks("onnxruntime", space.unique_blocks(), store, config, progress=False)
+        sm = profile_models("onnxruntime", space, archs, store, config, progress=False)
+        records = store.to_records(backend="onnxruntime")
+    t_prof = time.time() - t0
+    data = load_block_table(records, backend="onnxruntime", space="fbnet")
+    print(f"profiled {sb.done} blocks (+{sb.skipped} stored), {sm.done} models (+{sm.skipped} stored) in {t_prof:.0f} s; "
+          f"{len(data.specs)} blocks, {len(data.model_archs)} whole models in the store")
+
+    a = np.array([space.parse_arch(s) for s in data.model_archs], dtype=np.int64)
+    y = data.model_ms
+    perm = np.random.default_rng(0).permutation(len(y))
+    half = len(y) // 2
+    tr, te = perm[:half], perm[half:]
+    x_blocks = block_features(data.specs)
+    block_models = {"lut": LookupTableSum().fit(x_blocks, data.block_ms),
+                    "rf": PerOpRandomForest(n_estimators=100).fit(x_blocks, data.block_ms)}
+    rows = []
+    for bname, bm in block_models.items():
+        for corr in ("none", "linear", "isotonic"):
+            model = BlockSumPredictor(block_model=bm, correction=corr).fit(a[tr], y[tr])
+            rows.append((f"{bname} block sum" + ("" if corr == "none" else f" + {corr} correction"),
+                         latency_metrics(y[te], model.predict(a[te]))))
+    rows.append((f"one-hot ridge on {len(tr)} whole models", latency_metrics(y[te], OneHotRidge().fit(a[tr], y[tr]).predict(a[te]))))
+    fl = arch_totals(space, a)[:, 0]
+    rows.append(("FLOPs (ranks; ±x% from FLOPs-linear fit)", flops_baseline(fl[tr], y[tr], fl[te], y[te])))
+
+    print(f"\n## ONNX Runtime (CPU, 1 thread), FBNet space: test on {len(te)} held-out whole models, "
+          f"corrections fit on {len(tr)}\n")
+    print("| predictor | within ±5% | within ±10% | MAPE | Spearman | Kendall |")
+    print("|---|---|---|---|---|---|")
+    for name, m in rows:
+        print(f"| {name} | {m['within_5pct']:.3f} | {m['within_10pct']:.3f} | {m['mape']:.3f} | {m['spearman']:.3f} | {m['kendall']:.3f} |")
+    best = max(rows[:6], key=lambda r: r[1]["within_10pct"])
+    print(f"\nheadline: best block-level ({best[0]}) within ±10% = {best[1]['within_10pct']:.3f} "
+          f"vs FLOPs-linear {rows[-1][1]['within_10pct']:.3f}; total {time.time() - t0:.0f} s")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
