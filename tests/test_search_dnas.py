@@ -190,3 +190,14 @@ def test_budget_is_met_and_infeasible_budget_refused():
     assert res.extra["budget_fixes"]  # lambda alone cannot get this close in one tiny epoch
     with pytest.raises(DataError, match="below the cheapest"):
         ALGORITHMS.get("dnas")(SearchContext(space, table, data, budget=lat_min * 0.5, options=dict(TINY)))
+
+
+def test_tiny_run_single_path_without_stage_search():
+    space = get_space("proxyless")
+    table = random_table(space, seed=9)
+    opts = dict(TINY, hard="true", search_depth="false", widths="", resolution=16)
+    res = ALGORITHMS.get("dnas")(SearchContext(space, table, tiny_data(res=16), options=opts))
+    layout = build_layout(space)
+    assert res.extra["stage_width"] == [1.0] * len(layout.stages)
+    assert res.extra["stage_depth"] == [len(st.layers) for st in layout.stages]
+    assert space.parse_arch(res.archs[0]) == tuple(res.archs[0])

@@ -11,24 +11,29 @@ The final arch is the per-layer argmax with layers past the argmax stage
 depth set to ``skip``. The width choice is not part of the space's arch
 encoding: it is reported in ``SearchResult.extra["stage_width"]`` and the
 reported latency is that of the full-width arch. With a budget, ``lambda``
-grows while the expected latency exceeds it, and a derived arch over budget
-is greedily cheapened (recorded in ``extra["budget_fixes"]``).
+grows while the currently derived arch is over budget, and a final arch over
+budget is greedily cheapened (recorded in ``extra["budget_fixes"]``).
 
-Options (``ctx.options``): ``epochs`` (5), ``warmup_epochs`` (1, weights
-only), ``batch_size`` (32), ``max_batches`` (10 per epoch, None = all),
-``resolution`` (16: larger inputs are downsampled for the supernet),
-``lambda_lat`` (0.2), ``tau`` (5.0), ``tau_min`` (1.5: lower temperatures make the weight steps near single-path, which does not train in a few epochs), ``hard`` (False: every
-op runs, weighted, as in FBNet; True: straight-through one-hot sampling as in
-GDAS, one op per layer, much cheaper but it does not train in a few epochs),
-``w_lr`` (0.05),
-``a_lr`` (0.05), ``width_mult`` (0.25, supernet proxy width), ``head_channels``
-(128), ``search_depth`` (True), ``widths`` ((0.5, 0.75, 1.0); None/[] = no
-width search), ``width_scaling`` ("quadratic"), ``lambda_growth`` (1.2: with a
-budget, lambda is multiplied by it after each arch step whose derived arch is
-over budget and divided by it, down to ``lambda_lat``, otherwise),
-``bn_batches`` (4, BN recalibration of the derived path), ``threads`` (1:
-torch intra-op threads during the run, restored after; 0 = leave as is; the
-tensors are tiny, so more threads mostly add overhead, badly so on a busy CPU).
+Options (``ctx.options``; strings from a CLI are coerced), defaults in brackets:
+
+- ``epochs`` (5), ``warmup_epochs`` (1, weights only), ``batch_size`` (32),
+  ``max_batches`` (10 per epoch; None = all), ``resolution`` (16: larger
+  inputs are downsampled for the supernet);
+- ``lambda_lat`` (0.2), ``tau`` (5.0), ``tau_min`` (1.5: lower temperatures
+  make the weight steps nearly single-path, which does not train in a few
+  epochs), ``hard`` (False: every op runs, weighted, as in FBNet; True:
+  straight-through one-hot sampling as in GDAS, one op per layer: ~10x
+  cheaper per step, but the supernet then does not train in a few epochs);
+- ``w_lr`` (0.05, SGD), ``a_lr`` (0.05, Adam), ``width_mult`` (0.25,
+  supernet proxy width), ``head_channels`` (128);
+- ``search_depth`` (True), ``widths`` ((0.5, 0.75, 1.0); None/empty = no
+  width search), ``width_scaling`` ("quadratic" or "linear");
+- ``lambda_growth`` (1.2: with a budget, lambda is multiplied by it after each
+  arch step whose derived arch is over budget, else divided by it, not below
+  ``lambda_lat``), ``bn_batches`` (4, BN recalibration of the derived path);
+- ``threads`` (1: torch intra-op threads during the run, restored after; 0 =
+  leave as is; the tensors are tiny, so more threads mostly add overhead,
+  badly so on a busy CPU).
 """
 from __future__ import annotations
 
