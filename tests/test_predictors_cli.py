@@ -18,11 +18,6 @@ def csv_path(tmp_path_factory):
     return write_arch_csv(table, tmp_path_factory.mktemp("data") / "lat.csv")
 
 
-def _json_out(capsys):
-    out = capsys.readouterr().out.strip()
-    return json.loads(out.splitlines()[-1] if out.startswith("{") and "\n" in out and out.endswith("}") and out.count("\n{") else out)
-
-
 def test_train_eval_predict(csv_path, tmp_path, capsys):
     model = tmp_path / "m"
     rc = main(["train", "--table", str(csv_path), "--target", "toy_ms", "--space", "fbnet", "--n-train", "120",

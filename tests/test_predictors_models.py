@@ -79,6 +79,9 @@ def test_sklearn_conventions(table, name):
     with pytest.raises(NotFittedError):
         model.predict(table.archs[:2])
     model.set_params(space="fbnet")
+    if "n_estimators" in params:
+        model.set_params(n_estimators=100)
+        assert model.get_params()["n_estimators"] == 100
     xtr, ytr, _, _ = _split(table)
     model.fit(xtr, ytr)
     assert [k for k in vars(model) if k.endswith("_") and not k.startswith("_")]
