@@ -125,14 +125,16 @@ class BlockTable:
 
 def load_block_table(records: Iterable[dict[str, Any]], backend: str | None = None,
                      fingerprint: str | None = None, batch: int | None = None,
-                     space: str | None = None) -> BlockTable:
+                     space: str | None = None, stat: str = "median_ms") -> BlockTable:
     """Adapter from plain profile records to a :class:`BlockTable`.
 
     Records are dicts with ``key, kind ("block"|"model"), backend, fingerprint,
     batch, median_ms, spec`` (spec: a BlockSpec dict, or ``{"space", "arch"}``
     for whole models; a JSON string is accepted too). Filters pick one
     backend / device / batch; if several devices remain, that is an error
-    (models must not mix devices).
+    (models must not mix devices). ``stat`` picks the latency statistic of
+    each record ("median_ms", or "min_ms", which resists scheduling noise on a
+    shared machine).
     """
     rows = []
     for r in records:
@@ -160,9 +162,9 @@ def load_block_table(records: Iterable[dict[str, Any]], backend: str | None = No
             except ValueError:
                 raise DataError(f"profile record {r.get('key')!r} has a corrupt spec") from None
         try:
-            ms = float(r["median_ms"])
+            ms = float(r[stat])
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"profile record {r.get('key')!r} has no median_ms") from None
+            raise DataError(f"profile record {r.get('key')!r} has no {stat}") from None
         if not np.isfinite(ms) or ms <= 0:
             continue
         if r.get("kind") == "model":
@@ -190,7 +192,7 @@ def read_store_records(path: str | Path) -> list[dict[str, Any]]:
         con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
         con.row_factory = sqlite3.Row
         try:
-            cur = con.execute("SELECT key, kind, backend, fingerprint, batch, median_ms, spec FROM measurements")
+            cur = con.execute("SELECT key, kind, backend, fingerprint, batch, median_ms, min_ms, spec FROM measurements")
             return [dict(r) for r in cur]
         finally:
             con.close()

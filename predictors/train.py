@@ -118,11 +118,12 @@ def eval_model(model, meta: dict[str, Any], table: ArchTable, target: str, exclu
 
 
 def train_block_model(records, backend: str, space: str = "fbnet", fingerprint: str | None = None,
-                      block_model: str = "rf", correction: str = "linear", params: dict[str, Any] | None = None):
+                      block_model: str = "rf", correction: str = "linear", params: dict[str, Any] | None = None,
+                      stat: str = "median_ms"):
     """Block-level model from profile records (+ correction from whole-model rows of ``space``)."""
     from predictors.block_models import BlockSumPredictor, fit_block_model
 
-    data = load_block_table(records, backend=backend, fingerprint=fingerprint, space=space)
+    data = load_block_table(records, backend=backend, fingerprint=fingerprint, space=space, stat=stat)
     if len(data.specs) < 2:
         raise DataError(f"need at least 2 profiled blocks for backend {backend!r}, found {len(data.specs)}")
     if data.batch != space_of(space).batch:
@@ -141,6 +142,7 @@ def train_block_model(records, backend: str, space: str = "fbnet", fingerprint: 
             "rows_sha256": json_hash({"blocks": [(s.key, float(v)) for s, v in zip(data.specs, data.block_ms)],
                                       "models": [(a, float(v)) for a, v in zip(data.model_archs, data.model_ms)]}),
             "train_archs": list(data.model_archs), "block_model": block_model, "correction": correction,
+            "statistic": stat,
         },
     }
     metrics: dict[str, Any] = {}

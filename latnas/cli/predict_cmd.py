@@ -2,7 +2,7 @@
 
     latnas train --table PATH --target COLUMN --space fbnet --n-train N --seed S -o MODEL
                  [--model xgb|ridge|flops|params] [--transfer-from COL1,COL2,...]
-    latnas train --store profiles.db --backend onnxruntime [--space fbnet] -o MODEL
+    latnas train --store profiles.db --backend onnxruntime [--space fbnet] -o MODEL [--stat median_ms|min_ms]
     latnas eval MODEL --table PATH --target COLUMN [--exclude-train] [--json] [--plots DIR]
     latnas predict MODEL (--arch DIGITS | --archs FILE)
 """
@@ -55,6 +55,7 @@ def train(
     backend: Optional[str] = typer.Option(None, "--backend", help="backend of the profiles to use (with --store)"),
     fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="device fingerprint (with --store, if it holds several)"),
     correction: str = typer.Option("linear", "--correction", help="linear | isotonic | none: block-sum correction (with --store)"),
+    stat: str = typer.Option("median_ms", "--stat", help="median_ms | min_ms: profile statistic to learn (with --store)"),
     n_estimators: Optional[int] = typer.Option(None, "--n-estimators", help="max trees (xgb) / trees per forest (rf)"),
 ) -> None:
     """Train a latency predictor from a latency table or from a profile store."""
@@ -67,12 +68,14 @@ def train(
             raise DataError("give either --table or --store, not both")
         if not backend:
             raise DataError("--store needs --backend (e.g. onnxruntime)")
+        if stat not in ("median_ms", "min_ms"):
+            raise DataError(f"--stat must be median_ms or min_ms, not {stat!r}")
         from predictors.train import train_block_model
 
         block_model = model if model in ("rf", "lut") else "rf"
         params = {"n_estimators": n_estimators} if n_estimators and block_model == "rf" else None
         est, meta = train_block_model(_store_records(store, backend, fingerprint), backend, space, fingerprint,
-                                      block_model=block_model, correction=correction, params=params)
+                                      block_model=block_model, correction=correction, params=params, stat=stat)
     else:
         if table is None or target is None:
             raise DataError("train needs --table and --target (or --store and --backend)")
