@@ -201,3 +201,20 @@ def test_tiny_run_single_path_without_stage_search():
     assert res.extra["stage_width"] == [1.0] * len(layout.stages)
     assert res.extra["stage_depth"] == [len(st.layers) for st in layout.stages]
     assert space.parse_arch(res.archs[0]) == tuple(res.archs[0])
+
+
+@pytest.mark.slow
+def test_supernet_learns_digits_and_latency_falls():
+    from latnas.latency_table import flops_table
+    from latnas.search.data import load_data
+
+    space = get_space("fbnet")
+    data = load_data(space=space, n_train=500, n_val=300, seed=0)
+    table = flops_table(space)
+    res = ALGORITHMS.get("dnas")(SearchContext(space, table, data, options=dict(epochs=3, max_batches=10)))
+    accs = [h["train_acc"] for h in res.history]
+    assert max(accs[1:]) > 0.3  # chance is 0.1: the soft supernet trains in ~30 steps
+    lats = [h["expected_latency"] for h in res.history]
+    assert lats[-1] < lats[0]
+    mean_random = float(np.mean(table.predict(np.array(space.random_archs(200, rng=0)))))
+    assert res.predicted[0] < mean_random

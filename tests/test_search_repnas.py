@@ -179,3 +179,19 @@ def test_budget_drops_least_important_branches_and_other_spaces_are_refused():
         fb = get_space("fbnet")
         ALGORITHMS.get("repnas")(SearchContext(fb, LatencyTable("fbnet", np.ones((fb.n_layers, fb.n_choices))),
                                                tiny_data()))
+
+
+@pytest.mark.slow
+def test_search_learns_digits_and_fused_model_keeps_accuracy():
+    from latnas.latency_table import flops_table
+    from latnas.search.data import load_data
+
+    space = get_space("repnas")
+    data = load_data(space=space, n_train=500, n_val=300, seed=0)
+    opts = dict(epochs=3, warmup_epochs=1, finetune_epochs=1, width_mult=0.25, resolution=16)
+    res = ALGORITHMS.get("repnas")(SearchContext(space, flops_table(space), data, options=opts))
+    ex = res.extra
+    assert ex["kept_optional"] == ex["k"] == 11
+    assert ex["fused_parity_rel"] < 1e-4
+    assert ex["fused_val_acc"] > 0.5  # chance is 0.1
+    assert ex["fused_val_acc"] == pytest.approx(ex["masked_val_acc"], abs=2.0 / 300)
