@@ -239,7 +239,11 @@ class XGBLatencyPredictor(ArchPredictor):
             b = xgb.train(params, dtr, self.n_estimators, evals=[(dva, "val")],
                           early_stopping_rounds=self.early_stopping_rounds, verbose_eval=False)
             rounds = int(b.best_iteration) + 1
-            if rounds <= 1:  # no gain over the linear base on the hold-out
+            # keep the trees only if they lower the hold-out *relative* error of the base
+            inv = np.exp if self.log_target_ else (lambda z: z)
+            with_trees = inv(b.predict(dva, iteration_range=(0, rounds), output_margin=True).astype(np.float64))
+            rel = lambda p: float(np.mean((p / y[va] - 1.0) ** 2))  # noqa: E731
+            if rounds <= 1 or rel(with_trees) >= rel(inv(base[va])):
                 rounds = 0
         self.n_trees_ = rounds
         dall = xgb.DMatrix(feats, label=t, base_margin=base)
