@@ -87,6 +87,20 @@ def test_onnxruntime_matches_torch_and_pins_threads():
     assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
 
 
+@_skip_unless("onnxruntime")
+def test_onnxruntime_io_binding_path_matches_plain_run():
+    from profilers.backends.onnxruntime import bound_call
+
+    backend = get_backend("onnxruntime")
+    spec = TINY[2]
+    module = spec.build().eval()
+    x = torch.randn(spec.input_shape, generator=torch.Generator().manual_seed(2))
+    sess = backend.session(module, x, ProtocolConfig(threads=1))
+    call = bound_call(sess, x.numpy(), "cpu")  # the CUDA EP path, exercised on the CPU device
+    out = call().copy_outputs_to_cpu()[0]
+    np.testing.assert_allclose(out, sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], rtol=1e-6, atol=1e-6)
+
+
 def test_onnxruntime_cuda_reports_reason_when_missing():
     ok, reason = AVAILABLE["onnxruntime-cuda"]
     if ok:

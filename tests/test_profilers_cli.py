@@ -69,6 +69,16 @@ def test_profile_refuses_foreign_and_corrupt_stores(capsys, tmp_path):
         assert path.read_bytes() == before
 
 
+def test_profile_models_and_summary(capsys, tmp_path):
+    store = str(tmp_path / "p.db")
+    rc, out, err = _run(capsys, "profile", "--backend", "torch-cpu", "--store", store, "--models", "2", "--seed", "3",
+                        "--blocks", "--limit", "2", "--quick", "--no-progress")
+    assert rc == 0, err
+    assert re.search(r"block\W+2\W+2\W+0\W+0", out) and re.search(r"model\W+2\W+2\W+0\W+0", out), out
+    rc, out, err = _run(capsys, "profiles", "summary", "--store", store)
+    assert rc == 0 and "torch-cpu" in out and "model" in out and "block" in out
+
+
 def test_export_missing_store(capsys, tmp_path):
     rc, out, err = _run(capsys, "profiles", "export", "--store", str(tmp_path / "none.db"), "-o", str(tmp_path / "o.csv"))
     _assert_one_line_error(rc, out, err, "no profile store")
