@@ -218,3 +218,22 @@ def test_supernet_learns_digits_and_latency_falls():
     assert lats[-1] < lats[0]
     mean_random = float(np.mean(table.predict(np.array(space.random_archs(200, rng=0)))))
     assert res.predicted[0] < mean_random
+
+
+def test_log_latency_stays_finite_for_tables_with_negative_entries():
+    from latnas.search.dnas import latency_log_shift
+
+    space = get_space("fbnet")
+    table = random_table(space, seed=10)
+    assert latency_log_shift(table) == 0.0
+    table.table[:] = table.table - 1.5  # a learned additive table can go negative
+    table = LatencyTable(space.name, table.table, offset=-3.0)
+    shift = latency_log_shift(table)
+    layout = build_layout(space)
+    arch = ArchParams(layout)
+    for pos in ([0] * space.n_layers, [int(np.nanargmin(r)) for r in table.table]):
+        e = expected_latency(table, layout, *arch.one_hot(pos, [0] * 7, [0] * 7))
+        assert float(e) + shift > 0
+    res = ALGORITHMS.get("dnas")(SearchContext(space, table, tiny_data(), options=dict(TINY)))
+    assert np.isfinite(res.history[-1]["expected_latency"]) and res.extra["log_shift"] == shift
+    assert all(np.isfinite(p).all() for p in res.extra["op_probs"])

@@ -208,6 +208,18 @@ def score_arch(ctx: SearchContext, arch, fallback: float) -> tuple[float, str]:
         return fallback, "supernet_val_acc"
 
 
+def latency_log_shift(table) -> float:
+    """Shift keeping ``log(E + shift)`` finite when a table has zero or negative entries.
+
+    Any expected latency is at least ``f(sum_l min(0, min_c T[l, c]))``
+    (depth mixes entries, width scales them by (0, 1], ``f`` is monotone).
+    Tables of positive latencies (the usual case) get 0.
+    """
+    low = float(np.sum(np.minimum(0.0, np.nanmin(table.table, axis=1))))
+    bound = float(table.correct(np.array([low]))[0])
+    return 0.0 if bound > 0 else 1e-3 - bound + 1e-3 * max(1.0, abs(bound))
+
+
 @contextmanager
 def torch_threads(n: int):
     """Run with ``n`` torch intra-op threads (0: unchanged), restoring the old count."""
@@ -256,6 +268,7 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
     lam = lam0 if (ctx.budget is None or lam0 > 0) else 0.01
     lam_floor = lam
     tau0, tau_min, hard = float(opt["tau"]), float(opt["tau_min"]), bool(opt["hard"])
+    log_shift = latency_log_shift(table)
     history: list[dict[str, Any]] = []
     xv, yv = data.x_val, data.y_val
     for epoch in range(epochs):
@@ -288,7 +301,7 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
             w = arch.sample(tau, hard, gen)
             ce = F.cross_entropy(net(xa, *w), ya)
             lat = expected_latency(table, layout, *arch.probs())
-            a_loss = ce + lam * torch.log(lat).to(ce.dtype) if lam > 0 else ce
+            a_loss = ce + lam * torch.log(lat + log_shift).to(ce.dtype) if lam > 0 else ce
             a_opt.zero_grad(set_to_none=True)
             w_opt.zero_grad(set_to_none=True)
             a_loss.backward()
@@ -352,6 +365,7 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
         "supernet_val_acc_full_width": val_acc_full_width,
         "score_kind": score_kind,
         "lambda_final": lam,
+        "log_shift": log_shift,
         "budget_fixes": fixes,
         "budget_met": None if ctx.budget is None else bool(predicted <= ctx.budget),
         "op_probs": [[round(float(v), 4) for v in p] for p in probs[0]],
