@@ -41,6 +41,7 @@ def devices(
 ) -> None:
     """List profiler backends: available or why not, and this device's fingerprint for each."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from profilers import available_backends, device_fingerprint, get_backend
@@ -62,7 +63,7 @@ def devices(
                 detail = ", ".join(f"{k} {v}" for k, v in info["runtime"].items())
             except Exception as exc:  # a backend that breaks while describing itself
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
-        table.add_row(name, "yes" if ok else "no", fp, detail)
+        table.add_row(name, "yes" if ok else "no", fp, escape(detail))
     console.print(table)
 
 
