@@ -1,8 +1,8 @@
 """Analytic block features: FLOPs, MACs, params, memory traffic.
 
 FLOPs come from ``torch.utils.flop_counter`` (it counts convolutions and matrix
-products, 2 FLOPs per multiply-accumulate) on one forward pass of a zero input;
-results are cached per spec.
+products, 2 FLOPs per multiply-accumulate) on one forward pass on the meta
+device; results are cached per spec.
 """
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ class BlockCost:
         return asdict(self)
 
 
-@lru_cache(maxsize=65536)
-def block_cost(spec: BlockSpec) -> BlockCost:
-    """Analytic cost of one block at its input shape."""
-    module = spec.build().eval()
+def _count(spec: BlockSpec, device: str) -> tuple[int, int, int, int]:
+    """(flops, params, input elements, output elements of every leaf module)."""
+    with torch.device(device):
+        module = spec.build().eval()
+        x = torch.zeros(spec.input_shape)
     params = sum(p.numel() for p in module.parameters())
     act_elems = 0
 
@@ -44,14 +45,29 @@ def block_cost(spec: BlockSpec) -> BlockCost:
 
     leaves = [m for m in module.modules() if len(list(m.children())) == 0]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    x = torch.zeros(spec.input_shape)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(x)
-    for h in handles:
-        h.remove()
-    flops = int(counter.get_total_flops())
-    act_bytes = (x.numel() + act_elems) * BYTES_PER_ELEMENT
+    try:
+        with torch.no_grad(), counter:
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(counter.get_total_flops()), params, x.numel(), act_elems
+
+
+@lru_cache(maxsize=65536)
+def block_cost(spec: BlockSpec) -> BlockCost:
+    """Analytic cost of one block at its input shape.
+
+    Counted on the meta device (no memory, no arithmetic); a block whose
+    build cannot run on meta tensors is counted on the CPU instead.
+    """
+    spec.validate()
+    try:
+        flops, params, in_elems, act_elems = _count(spec, "meta")
+    except (NotImplementedError, RuntimeError):
+        flops, params, in_elems, act_elems = _count(spec, "cpu")
+    act_bytes = (in_elems + act_elems) * BYTES_PER_ELEMENT
     weight_bytes = params * BYTES_PER_ELEMENT
     moved = weight_bytes + act_bytes
     return BlockCost(
