@@ -239,7 +239,7 @@ def main() -> None:
                     "top": len(top), "meets": int(sum(meets)), "share": float(np.mean(meets)) if top else float("nan"),
                     "rwe_top_mean": float(np.mean(res.scores[:top_k])) if top else float("nan"),
                     "rwe_best": float(res.scores[0]) if top else float("nan"),
-                    "pred_ms_top": [float(v) for v in pred_ms], "measured_ms_top": ms,
+                    "top_archs": top, "pred_ms_top": [float(v) for v in pred_ms], "measured_ms_top": ms,
                     "search_s": wall, "new_rwe_evals": calls,
                 })
                 fronts[(round(budget, 4), name)] = (res, ms)
@@ -332,7 +332,7 @@ def plot(path: Path, fronts: dict, budget: float, lat: LatencyTable) -> None:
     ax.axvline(budget, c="C3", ls="--", label=f"budget {budget:.2f} ms")
     ax.set_xlabel("latency on ONNX Runtime CPU (ms)")
     ax.set_ylabel("RWE accuracy estimate (digits)")
-    ax.set_title(f"NSGA-II fronts at budget {budget:.2f} ms (x = predicted by the block table; crosses = measured)", fontsize=8)
+    ax.set_title(f"NSGA-II fronts at budget {budget:.2f} ms (dots: block-table prediction; x: measured)", fontsize=8)
     ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
