@@ -53,7 +53,8 @@ def _model_medians(store_path: Path, backend: str) -> dict[str, float]:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Folder for the store, predictor, search results."),
     models: int = typer.Option(60, "--models", help="Random whole models to profile (correction + hold-out check)."),
-    evals: int = typer.Option(80, "--evals", help="Archs whose accuracy is estimated during search."),
+    evals: int = typer.Option(60, "--evals", help="Archs whose accuracy is estimated during search."),
+    resolution: int = typer.Option(16, "--resolution", help="Image side for the random-weight accuracy estimate."),
     executorch_blocks: int = typer.Option(12, "--executorch-blocks", help="Blocks to profile on ExecuTorch (0 = skip)."),
     quick: bool = typer.Option(False, "--quick", help="Light timing protocol and small sizes (smoke test)."),
     seed: int = typer.Option(0, "--seed"),
@@ -63,7 +64,6 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     store = out / "profiles.db"
     q = ["--quick"] if quick else []
-    limit = ["--limit", "20"] if quick else []
 
     _step("1/4  runtimes on this machine")
     _run(["devices"])
@@ -91,7 +91,7 @@ def demo(
     _step("4/4  search under a latency budget, check the winners on the device, export")
     search_dir = out / "search"
     argv = ["search", "--space", "fbnet", "--predictor", str(predictor), "--algo", "nsga2",
-            "--evals", str(evals), "--seed", str(seed), "-o", str(search_dir),
+            "--evals", str(evals), "--seed", str(seed), "--resolution", str(resolution), "-o", str(search_dir),
             "--profile-top", "3", "--backend", "onnxruntime", "--export", "onnx"]
     if budget is not None:
         argv += ["--budget", f"{budget:.3f}ms"]
