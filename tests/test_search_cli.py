@@ -149,3 +149,13 @@ def test_cli_accepts_saved_predictor_folder(tmp_path, capsys):
     pred = np.array([float(r["predicted_ms"]) for r in rows])
     np.testing.assert_allclose(pred, model.predict(np.array([space.parse_arch(r["arch"]) for r in rows])), rtol=1e-4)
     assert np.all(pred <= budget + 1e-4)
+
+
+def test_option_pass_through_is_typed_and_validated():
+    from latnas.cli.search_cmd import parse_options
+    from latnas.errors import DataError
+
+    assert parse_options(["epochs=2", "tau=1.5", "hard=true", "name=abc"]) == {
+        "epochs": 2, "tau": 1.5, "hard": True, "name": "abc"}
+    with pytest.raises(DataError, match="KEY=VALUE"):
+        parse_options(["epochs"])

@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
         resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json."),
         pop_size: Optional[int] = typer.Option(None, "--pop-size", help="Population size of the evolutionary algorithms."),
+        option: Optional[list[str]] = typer.Option(
+            None, "--option", help="Algorithm option KEY=VALUE, repeatable (e.g. epochs=2, lambda_lat=0.5, fraction=0.34)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Search SPACE for the most accurate archs within a latency budget."""
@@ -46,7 +49,9 @@ def register(app: typer.Typer) -> None:
             TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
             console=console, disable=quiet,
         )
-        options = {"pop_size": pop_size} if pop_size else {}
+        options = parse_options(option or [])
+        if pop_size:
+            options["pop_size"] = pop_size
         with progress:
             task = progress.add_task(f"{algo} evals", total=evals, note="")
 
@@ -61,6 +66,24 @@ def register(app: typer.Typer) -> None:
             )
             outcome = run_search(job)
         _print_summary(outcome)
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["epochs=2", "tau=1.5", "hard=true"]`` -> typed dict (JSON literals, else strings)."""
+    import json
+
+    from latnas.errors import DataError
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--option {item!r} must look like KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _print_summary(outcome) -> None:
