@@ -168,3 +168,14 @@ def test_output_shape_matches_module():
     for spec in space.unique_blocks()[:40]:
         out = spec.build().eval()(torch.zeros(spec.input_shape))
         assert tuple(out.shape) == tuple(spec.output_shape), spec.key
+
+
+def test_cli_version_and_unknown_space_error(capsys):
+    from latnas.cli.main import main
+
+    assert main(["version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("latnas ") and "torch 2.13" in out
+    rc = main(["profile", "--space", "nope", "--store", "/nonexistent-dir/x.db"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and "Traceback" not in err

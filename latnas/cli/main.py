@@ -39,9 +39,16 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the latnas version and the versions of its main libraries."""
+    from importlib import metadata
+
     import latnas
 
     print(f"latnas {latnas.__version__}")
+    for dist in ("torch", "onnx", "onnxruntime", "executorch", "xgboost-cpu", "scikit-learn", "pymoo", "tensorrt"):
+        try:
+            print(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            print(f"{dist} not installed")
 
 
 _registered: list[str] = []
