@@ -10,7 +10,9 @@ them on held-out whole models:
 * FLOPs proxy and a one-hot ridge trained on the same training whole models
 
 once with the median of each measurement and once with its minimum (the
-minimum resists scheduling noise on a shared machine).
+minimum resists scheduling noise on a shared machine). The held-out models are
+then profiled a second time (test-retest): the profiler's own disagreement with
+itself is the floor a predictor can be compared with.
 
     .venv/bin/python benchmarks/predictor_ort.py [--quick] [--store PATH]
 """
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="40 whole models and the quick protocol")
     ap.add_argument("--store", type=Path, default=None, help="profile store to use/resume (default: a temp file)")
-    ap.add_argument("--models", type=int, default=None, help="whole models to profile (default 40 quick / 120)")
+    ap.add_argument("--models", type=int, default=None, help="whole models to profile (default 40 quick / 200)")
     args = ap.parse_args(argv)
 
     import torch
@@ -45,7 +47,8 @@ def main(argv=None) -> int:
     from predictors.features import arch_totals, block_features
     from predictors.metrics import flops_baseline, latency_metrics
     from predictors.models import OneHotRidge
-    from profilers import ProfileStore, ProtocolConfig, available_backends, profile_blocks, profile_models
+    from profilers import (ProfileStore, ProtocolConfig, available_backends, get_backend, profile_blocks,
+                           profile_model, profile_models)
     from profilers.protocol import QUICK_CONFIG
 
     ok, reason = available_backends().get("onnxruntime", (False, "not registered"))
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
         print(f"onnxruntime backend unavailable: {reason}")
         return 0
     space = get_space("fbnet")
-    n_models = args.models or (40 if args.quick else 120)
+    n_models = args.models or (40 if args.quick else 200)
     config = QUICK_CONFIG if args.quick else ProtocolConfig()
     tmp = None
     if args.store is None:
@@ -69,6 +72,13 @@ def main(argv=None) -> int:
     print(f"profiled {sb.done} blocks (+{sb.skipped} stored), {sm.done} models (+{sm.skipped} stored) in {t_prof:.0f} s")
     noisy = [r for r in records if r["kind"] == "model" and str(r.get("noisy")).lower() in ("1", "true")]
     print(f"whole-model rows flagged noisy by the protocol: {len(noisy)} of {sum(r['kind'] == 'model' for r in records)}")
+    # test-retest: the second half of the models (the held-out half below) measured once more
+    perm_all = np.random.default_rng(0).permutation(len(archs))
+    retest_archs = [archs[i] for i in perm_all[len(archs) // 2:]]
+    backend = get_backend("onnxruntime")
+    t_rt = time.time()
+    retest = {a: profile_model(backend, space, a, config).stats for a in retest_archs}
+    print(f"re-profiled {len(retest)} held-out models in {time.time() - t_rt:.0f} s (test-retest)")
     for stat in ("median_ms", "min_ms"):
         data = load_block_table(records, backend="onnxruntime", space="fbnet", stat=stat)
         a = np.array([space.parse_arch(s) for s in data.model_archs], dtype=np.int64)
@@ -89,6 +99,10 @@ def main(argv=None) -> int:
                      latency_metrics(y[te], OneHotRidge().fit(a[tr], y[tr]).predict(a[te]))))
         fl = arch_totals(space, a)[:, 0]
         rows.append(("FLOPs (ranks; ±x% from FLOPs-linear fit)", flops_baseline(fl[tr], y[tr], fl[te], y[te])))
+        te_archs = [data.model_archs[i] for i in te]
+        if all(a_ in retest for a_ in te_archs):
+            second = np.array([getattr(retest[a_], stat) for a_ in te_archs])
+            rows.append(("profiler test-retest (second measurement vs first)", latency_metrics(y[te], second)))
 
         print(f"\n## ONNX Runtime (CPU, 1 thread), FBNet space, statistic {stat}: test on {len(te)} held-out "
               f"whole models, corrections fit on {len(tr)}\n")
@@ -97,8 +111,13 @@ def main(argv=None) -> int:
         for name, m in rows:
             print(f"| {name} | {m['within_5pct']:.3f} | {m['within_10pct']:.3f} | {m['mape']:.3f} | {m['spearman']:.3f} | {m['kendall']:.3f} |")
         best = max(rows[:6], key=lambda r: r[1]["within_10pct"])
+        flops_row = next(r for r in rows if r[0].startswith("FLOPs"))
         print(f"\nheadline ({stat}): best block-level ({best[0]}) within ±10% = {best[1]['within_10pct']:.3f} "
-              f"vs FLOPs-linear {rows[-1][1]['within_10pct']:.3f}")
+              f"vs FLOPs-linear {flops_row[1]['within_10pct']:.3f}")
+        if rows[-1][0].startswith("profiler test-retest"):
+            rt = rows[-1][1]
+            print(f"test-retest within ±10% = {rt['within_10pct']:.3f}, MAPE {rt['mape']:.4f}; "
+                  f"predictor MAPE / test-retest MAPE = {best[1]['mape'] / max(rt['mape'], 1e-12):.2f}x")
     print(f"total {time.time() - t0:.0f} s")
     if tmp is not None:
         tmp.cleanup()
