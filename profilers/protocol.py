@@ -177,20 +177,22 @@ def warm_up(fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.p
     return runs
 
 
-def timed_repeats(
-    fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.perf_counter_ns
+def repeat_until_stable(
+    sample: Callable[[], float], config: ProtocolConfig, out_of_time: Callable[[], bool]
 ) -> tuple[list[float], bool]:
-    """Timed runs under the stopping rule; returns (samples in ms, stable)."""
+    """The stopping rule over samples in ms; returns (samples, stable).
+
+    ``sample()`` produces one measurement; every ``config.window`` samples the
+    running median is compared with the previous window's, and from
+    ``config.min_repeats`` on, ``config.stable_windows`` settled windows in a
+    row stop the loop. Otherwise it stops at ``config.max_repeats`` samples or
+    when ``out_of_time()`` says the time cap is reached.
+    """
     samples: list[float] = []
-    cap_ns = int(config.max_seconds * 1e9)
     prev_median: float | None = None
     streak = 0
-    start = clock()
     while True:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        samples.append((t1 - t0) / 1e6)
+        samples.append(float(sample()))
         n = len(samples)
         if n % config.window == 0:
             median = float(np.median(samples))
@@ -199,8 +201,25 @@ def timed_repeats(
                 if streak >= config.stable_windows:
                     return samples, True
             prev_median = median
-        if n >= config.max_repeats or t1 - start >= cap_ns:
+        if n >= config.max_repeats or out_of_time():
             return samples, False
+
+
+def timed_repeats(
+    fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.perf_counter_ns
+) -> tuple[list[float], bool]:
+    """Timed runs of ``fn`` (host clock) under the stopping rule; returns (samples in ms, stable)."""
+    cap_ns = int(config.max_seconds * 1e9)
+    start = clock()
+    last_end = [start]
+
+    def sample() -> float:
+        t0 = clock()
+        fn()
+        last_end[0] = clock()
+        return (last_end[0] - t0) / 1e6
+
+    return repeat_until_stable(sample, config, lambda: last_end[0] - start >= cap_ns)
 
 
 def measure(

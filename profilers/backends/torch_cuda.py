@@ -61,33 +61,14 @@ def cuda_versions(device: int = 0) -> dict[str, str]:
 def timed_self_repeats(fn: Callable[[], float], config: ProtocolConfig) -> tuple[list[float], bool]:
     """The protocol's stopping rule over samples that ``fn`` returns (ms) itself.
 
-    Mirrors :func:`profilers.protocol.timed_repeats`: the running median is
-    checked every ``config.window`` runs once ``config.min_repeats`` are in;
-    ``config.stable_windows`` consecutive settled windows stop the loop,
-    otherwise ``config.max_repeats`` runs or ``config.max_seconds`` of wall
-    time do.
+    Same rule as :func:`profilers.protocol.timed_repeats`
+    (:func:`profilers.protocol.repeat_until_stable`); the ``config.max_seconds``
+    cap is on host wall time.
     """
-    import numpy as np
+    from profilers.protocol import repeat_until_stable
 
-    from profilers.protocol import median_settled
-
-    samples: list[float] = []
-    cap_s = config.max_seconds
-    prev_median: float | None = None
-    streak = 0
     start = time.perf_counter()
-    while True:
-        samples.append(float(fn()))
-        n = len(samples)
-        if n % config.window == 0:
-            median = float(np.median(samples))
-            if n >= config.min_repeats and prev_median is not None:
-                streak = streak + 1 if median_settled(prev_median, median, config.rel_tolerance) else 0
-                if streak >= config.stable_windows:
-                    return samples, True
-            prev_median = median
-        if n >= config.max_repeats or time.perf_counter() - start >= cap_s:
-            return samples, False
+    return repeat_until_stable(fn, config, lambda: time.perf_counter() - start >= config.max_seconds)
 
 
 def measure_self_timed(fn: Callable[[], float], config: ProtocolConfig = ProtocolConfig()) -> LatencyStats:
