@@ -220,3 +220,12 @@ def stacked_layers(
             cin = c
             idx += 1
     return tuple(slots), (h, w), cin, tuple(vital)
+
+
+def conv_head(cin: int, hidden: int, num_classes: int, hw: tuple[int, int], batch: int) -> tuple[BlockSpec, ...]:
+    """The usual classification head: 1x1 conv to ``hidden`` + BN + ReLU, global pool, linear."""
+    h, w = hw
+    return (
+        BlockSpec("conv", cin, hidden, h, w, 1, 1, batch=batch),
+        BlockSpec("classifier", hidden, num_classes, h, w, 1, 1, batch=batch),
+    )

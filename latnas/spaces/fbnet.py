@@ -9,7 +9,7 @@ Choice digits: 0 k3_e1, 1 k3_e1_g2, 2 k3_e3, 3 k3_e6, 4 k5_e1, 5 k5_e1_g2,
 """
 from __future__ import annotations
 
-from latnas.spaces.base import OpChoice, SearchSpace, stacked_layers
+from latnas.spaces.base import OpChoice, SearchSpace, conv_head, stacked_layers
 from latnas.spaces.registry import register_space
 from latnas.spec import BlockSpec
 
@@ -40,10 +40,7 @@ def fbnet_space(batch: int = 1, num_classes: int = 100, resolution: int = 32) ->
     layers, (h, w), cout, vital = stacked_layers(
         FBNET_CHANNELS, FBNET_DEPTHS, FBNET_STRIDES, FBNET_STEM_CHANNELS, hw, lambda s, ci, co: every
     )
-    head = (
-        BlockSpec("conv", cout, FBNET_HEAD_CHANNELS, h, w, 1, 1, batch=batch),
-        BlockSpec("classifier", FBNET_HEAD_CHANNELS, num_classes, h, w, 1, 1, batch=batch),
-    )
+    head = conv_head(cout, FBNET_HEAD_CHANNELS, num_classes, (h, w), batch)
     return SearchSpace(
         name="fbnet",
         input_shape=(3, resolution, resolution),

@@ -9,7 +9,7 @@ shape (stride 1, cin == cout), as in ProxylessNAS.
 """
 from __future__ import annotations
 
-from latnas.spaces.base import OpChoice, SearchSpace, stacked_layers
+from latnas.spaces.base import OpChoice, SearchSpace, conv_head, stacked_layers
 from latnas.spaces.registry import register_space
 from latnas.spec import BlockSpec
 
@@ -43,10 +43,7 @@ def proxyless_space(batch: int = 1, num_classes: int = 1000, resolution: int = 2
     layers, (h, w), cout, vital = stacked_layers(
         PROXYLESS_CHANNELS, PROXYLESS_DEPTHS, PROXYLESS_STRIDES, 16, (r2, r2), _allowed
     )
-    head = (
-        BlockSpec("conv", cout, 1280, h, w, 1, 1, batch=batch),
-        BlockSpec("classifier", 1280, num_classes, h, w, 1, 1, batch=batch),
-    )
+    head = conv_head(cout, 1280, num_classes, (h, w), batch)
     return SearchSpace(
         name="proxyless",
         input_shape=(3, resolution, resolution),
