@@ -1,9 +1,7 @@
 """ExecuTorch export: ``torch.export`` -> XNNPACK-lowered edge program -> ``.pte``, run for parity."""
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -11,34 +9,24 @@ from torch import nn
 
 from latnas.export.common import ExportError, ExportResult, Parity, reference_output, require_eval
 
-log = logging.getLogger(__name__)
-
 EXECUTORCH_TOLERANCE = 1e-4
 
 
 def lower_to_executorch(model: nn.Module, example: torch.Tensor):
     """The ExecuTorch program manager of ``model`` with every supported op delegated to XNNPACK."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from profilers.backends.executorch import lower_to_xnnpack
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            exported = torch.export.export(model, (example,))
-            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-            return edge, edge.to_executorch()
-        except Exception as exc:
-            raise ExportError(f"ExecuTorch lowering failed: {str(exc).strip().splitlines()[0][:200]}") from None
+    try:
+        return lower_to_xnnpack(model, example)
+    except Exception as exc:
+        raise ExportError(f"ExecuTorch lowering failed: {str(exc).strip().splitlines()[0][:200]}") from None
 
 
 def set_executorch_threads(threads: int) -> None:
-    """Resize the ExecuTorch (XNNPACK) thread pool; best effort."""
-    try:
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    """Resize the ExecuTorch (XNNPACK) thread pool; best effort (same hook as the profiler backend)."""
+    from profilers.backends.executorch import ExecuTorchBackend
 
-        _unsafe_reset_threadpool(int(threads))
-    except Exception as exc:  # older/newer builds without the hook
-        log.debug("cannot resize the ExecuTorch thread pool: %s", exc)
+    ExecuTorchBackend.set_threads(threads)
 
 
 def load_executorch_method(path: str | Path, method: str = "forward"):

@@ -34,6 +34,21 @@ def _quiet():
         yield
 
 
+def lower_to_xnnpack(module, example):
+    """``(edge_manager, executorch_program)`` of an eval-mode ``module`` with XNNPACK delegation.
+
+    Shared by this backend and :mod:`latnas.export.executorch`.
+    """
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with _quiet(), torch.no_grad():
+        exported = torch.export.export(module, (example,))
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        return edge, edge.to_executorch()
+
+
 @register_backend("executorch")
 class ExecuTorchBackend(Backend):
     description = "ExecuTorch runtime with the XNNPACK delegate (CPU)"
@@ -63,14 +78,7 @@ class ExecuTorchBackend(Backend):
 
     def lower(self, module, example) -> bytes:
         """``.pte`` bytes of ``module`` lowered to XNNPACK."""
-        import torch
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-
-        with _quiet(), torch.no_grad():
-            exported = torch.export.export(module.eval(), (example,))
-            program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-            return program.buffer
+        return lower_to_xnnpack(module.eval(), example)[1].buffer
 
     @staticmethod
     def set_threads(threads: int) -> None:
