@@ -68,9 +68,9 @@ def build_table(space, store_path: Path, n_models: int, backend_name: str = "onn
         return float(getattr(m.stats, stat))
 
     table = np.full((space.n_layers, space.n_choices), np.nan)
-    for layer, choice, spec in space.layer_table():
-        table[layer, choice] = block_ms(spec)
-    fixed = sum(block_ms(s) for s in (*space.stem, *space.head))
+    for layer, choice, blocks in space.layer_table():
+        table[layer, choice] = sum(block_ms(s) for s in blocks)
+    fixed = sum(block_ms(s) for s in space.fixed_blocks())
     # calibration models: uniform random archs (the budgets are quantiles of the same distribution)
     archs = space.random_archs(n_models, rng=12345)
     t0 = time.perf_counter()

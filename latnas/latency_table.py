@@ -135,7 +135,7 @@ def flops_table(space) -> LatencyTable:
     from latnas.features import block_cost
 
     table = np.full((space.n_layers, space.n_choices), np.nan)
-    for layer, choice, spec in space.layer_table():
-        table[layer, choice] = block_cost(spec).flops / 1e6
-    fixed = sum(block_cost(s).flops for s in (*space.stem, *space.head)) / 1e6
+    for layer, choice, blocks in space.layer_table():
+        table[layer, choice] = sum(block_cost(s).flops for s in blocks) / 1e6
+    fixed = sum(block_cost(s).flops for s in space.fixed_blocks()) / 1e6
     return LatencyTable(space=space.name, table=table, offset=fixed, unit="MFLOPs", device="flops-proxy")

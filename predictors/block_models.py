@@ -169,15 +169,22 @@ class BlockSumPredictor(ArchPredictor):
             raise DataError("BlockSumPredictor needs a fitted block_model")
         return self.block_model.predict(block_features(list(specs)))
 
+    def layer_ms(self, space, cells) -> np.ndarray:
+        """Predicted ms of each (layer, choice): the sum over the blocks it places."""
+        groups = [space.layer_blocks(int(l), int(c)) for l, c in cells]
+        flat = [b for g in groups for b in g]
+        ms = self._block_ms(flat) if flat else np.zeros(0)
+        ends = np.cumsum([len(g) for g in groups])
+        return np.array([ms[e - len(g):e].sum() for g, e in zip(groups, ends)])
+
     def predict_block_sum(self, X) -> np.ndarray:
         """Sum of block predictions over stem, decoded layers and head of each arch."""
         s = self._space()
         archs = self._archs(X)
         cache: dict = {}
-        fixed = float(self._block_ms([*s.stem, *s.head]).sum())
+        fixed = float(self._block_ms(list(s.fixed_blocks())).sum())
         need = sorted({(l, int(c)) for a in archs for l, c in enumerate(a)})
-        ms = self._block_ms([s.layer_block(l, c) for l, c in need])
-        cache = dict(zip(need, ms))
+        cache = dict(zip(need, self.layer_ms(s, need)))
         return np.array([fixed + sum(cache[(l, int(c))] for l, c in enumerate(a)) for a in archs])
 
     def fit(self, X=None, y=None):

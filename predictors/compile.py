@@ -102,10 +102,10 @@ def compile_predictor(model, device: str = "") -> LatencyTable:
     elif isinstance(model, BlockSumPredictor):
         table = np.full((L, C), np.nan)
         cells = [(l, c) for l, c in zip(*np.nonzero(space.allowed_mask()))]
-        ms = model._block_ms([space.layer_block(int(l), int(c)) for l, c in cells])
+        ms = model.layer_ms(space, cells)
         for (l, c), v in zip(cells, ms):
             table[l, c] = v
-        fixed = float(model._block_ms([*space.stem, *space.head]).sum())
+        fixed = float(model._block_ms(list(space.fixed_blocks())).sum())
         if model.knots_x_ is None:
             out = _linear_table(space, table, fixed, meta)
         else:  # knots act on the full sum; the table sum excludes the fixed blocks

@@ -111,13 +111,13 @@ def _space_cost_tables(space_name: str, batch: int) -> tuple[np.ndarray, np.ndar
 
     space = get_space(space_name, batch=batch)
     with one_torch_thread():
-        costs = {(layer, choice): block_cost(spec) for layer, choice, spec in space.layer_table()}
-        fixed = [block_cost(s) for s in (*space.stem, *space.head)]
+        costs = {(layer, choice): [block_cost(s) for s in blocks] for layer, choice, blocks in space.layer_table()}
+        fixed = [block_cost(s) for s in space.fixed_blocks()]
     flops = np.zeros((space.n_layers, space.n_choices))
     params = np.zeros((space.n_layers, space.n_choices))
-    for (layer, choice), cost in costs.items():
-        flops[layer, choice] = cost.flops / 1e6
-        params[layer, choice] = cost.params / 1e6
+    for (layer, choice), parts in costs.items():
+        flops[layer, choice] = sum(c.flops for c in parts) / 1e6
+        params[layer, choice] = sum(c.params for c in parts) / 1e6
     return flops, params, sum(c.flops for c in fixed) / 1e6, sum(c.params for c in fixed) / 1e6
 
 

@@ -26,9 +26,9 @@ def block_latency_ms(spec, device_scale: float = 1.0) -> float:
 
 def synthetic_layer_table(space, device_scale: float = 1.0) -> tuple[np.ndarray, float]:
     table = np.full((space.n_layers, space.n_choices), np.nan)
-    for layer, choice, spec in space.layer_table():
-        table[layer, choice] = block_latency_ms(spec, device_scale)
-    fixed = sum(block_latency_ms(s, device_scale) for s in (*space.stem, *space.head))
+    for layer, choice, blocks in space.layer_table():
+        table[layer, choice] = sum(block_latency_ms(s, device_scale) for s in blocks)
+    fixed = sum(block_latency_ms(s, device_scale) for s in space.fixed_blocks())
     return table, fixed
 
 

@@ -78,8 +78,8 @@ def test_fbnet_block_semantics():
 def test_unique_blocks_cover_every_layer_choice():
     space = get_space("fbnet")
     keys = {b.key for b in space.unique_blocks()}
-    for layer, choice, spec in space.layer_table():
-        assert spec.key in keys
+    for layer, choice, blocks in space.layer_table():
+        assert all(spec.key in keys for spec in blocks)
     assert all(s.key in keys for s in (*space.stem, *space.head))
     # duplicates collapse: layers 2..4 of a stage share blocks
     assert len(keys) < space.n_layers * space.n_choices

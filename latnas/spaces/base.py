@@ -152,6 +152,18 @@ class SearchSpace:
             branches=c.branches,
         )
 
+    def layer_blocks(self, layer: int, choice: int) -> tuple[BlockSpec, ...]:
+        """Every block ``choice`` puts into the model at ``layer``; the layer's cost is their sum.
+
+        One block in a chain space; a cell space (``nb201``) places an edge's op
+        in every cell, at each stage's shape, so it returns all of them.
+        """
+        return (self.layer_block(layer, choice),)
+
+    def fixed_blocks(self) -> tuple[BlockSpec, ...]:
+        """Blocks every arch has (stem, head, and any fixed blocks between stages)."""
+        return (*self.stem, *self.head)
+
     def decode(self, arch: str | Sequence[int]) -> list[BlockSpec]:
         """Blocks of the searchable layers of ``arch``."""
         a = self.parse_arch(arch)
@@ -165,15 +177,16 @@ class SearchSpace:
         """The whole model of ``arch`` as a ``torch.nn.Sequential``."""
         return build_model(self.blocks(arch))
 
-    def layer_table(self) -> list[tuple[int, int, BlockSpec]]:
-        """Every (layer, choice, block) the space can place."""
-        return [(slot.index, c, self.layer_block(slot.index, c)) for slot in self.layers for c in slot.allowed]
+    def layer_table(self) -> list[tuple[int, int, tuple[BlockSpec, ...]]]:
+        """Every (layer, choice, blocks) the space can place (see :meth:`layer_blocks`)."""
+        return [(slot.index, c, self.layer_blocks(slot.index, c)) for slot in self.layers for c in slot.allowed]
 
     def unique_blocks(self, include_fixed: bool = True) -> list[BlockSpec]:
         """Distinct blocks to profile: the per-layer block table, deduplicated, in layer order."""
-        specs = [spec for _, _, spec in self.layer_table()]
+        specs = [spec for _, _, blocks in self.layer_table() for spec in blocks]
         if include_fixed:
-            specs = [*self.stem, *specs, *self.head]
+            fixed = self.fixed_blocks()
+            specs = [*fixed[: len(self.stem)], *specs, *fixed[len(self.stem):]]
         seen: dict[str, BlockSpec] = {}
         for spec in specs:
             seen.setdefault(spec.key, spec)
