@@ -1,4 +1,4 @@
-"""Search spaces: FBNet (CIFAR-100), ProxylessNAS-style (ImageNet), and a registry."""
+"""Search spaces: FBNet (CIFAR-100), ProxylessNAS-style (ImageNet), RepNAS, NAS-Bench-201, and a registry."""
 from __future__ import annotations
 
 from latnas.spaces.base import Arch, LayerSlot, OpChoice, SearchSpace
@@ -6,6 +6,7 @@ from latnas.spaces.registry import SPACES, register_space
 from latnas.spaces import fbnet as _fbnet  # noqa: F401  (registers "fbnet")
 from latnas.spaces import proxyless as _proxyless  # noqa: F401  (registers "proxyless")
 from latnas.spaces import repnas as _repnas  # noqa: F401  (registers "repnas", op "dbb")
+from latnas.spaces import nb201 as _nb201  # noqa: F401  (registers "nb201" and its ops)
 
 
 def get_space(name: str, **options) -> "SearchSpace":
