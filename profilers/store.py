@@ -1,13 +1,18 @@
 """The profile store: measured latencies in one SQLite file.
 
-Schema (version 1)::
+Schema (version 2)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)          app_id, schema_version
     fingerprints(hash TEXT PRIMARY KEY, info TEXT, created REAL)
-    measurements(fingerprint, backend, key, batch,  -- primary key
+    measurements(fingerprint, backend, key, batch, precision, layout,  -- primary key
                  kind, median_ms, mean_ms, std_ms, min_ms, p10_ms, p25_ms,
                  p75_ms, p90_ms, iqr_ms, repeats, warmup_runs, stable, noisy,
-                 spec TEXT (JSON), created REAL)
+                 spec TEXT (JSON), created REAL,
+                 meta TEXT (JSON: how it was timed, e.g. the GPU timing mode))
+
+Version 1 files (no precision/layout/meta) are upgraded in place on open,
+in one transaction: their rows read as ``fp32`` / ``contiguous`` with empty
+metadata, which is what every version-1 backend measured.
 
 The file runs in WAL mode with ``synchronous=NORMAL`` and every ``put``
 commits on its own, so killing a profiling run (even ``kill -9``) loses at
@@ -30,35 +35,48 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from latnas import safe_json
 from latnas.errors import StoreError
 from profilers.base import LatencyStats, Measurement
 
 logger = logging.getLogger(__name__)
 
 APP_ID = "latnas-profile-store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1 is upgraded to 2 on open
+DEFAULT_PRECISION = "fp32"
+DEFAULT_LAYOUT = "contiguous"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STAT_FIELDS = tuple(f.name for f in fields(LatencyStats))
-RECORD_FIELDS = ("fingerprint", "backend", "key", "batch", "kind", *STAT_FIELDS, "spec", "created")
+RECORD_FIELDS = ("fingerprint", "backend", "key", "batch", "precision", "layout", "kind", *STAT_FIELDS, "spec", "created", "meta")
+V1_FIELDS = ("fingerprint", "backend", "key", "batch", "kind", *STAT_FIELDS, "spec", "created")
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS measurements (
+_MEASUREMENTS = """
+CREATE TABLE IF NOT EXISTS {name} (
     fingerprint TEXT NOT NULL,
     backend TEXT NOT NULL,
     key TEXT NOT NULL,
     batch INTEGER NOT NULL,
+    precision TEXT NOT NULL DEFAULT 'fp32',
+    layout TEXT NOT NULL DEFAULT 'contiguous',
     kind TEXT NOT NULL,
     median_ms REAL NOT NULL, mean_ms REAL NOT NULL, std_ms REAL NOT NULL, min_ms REAL NOT NULL,
     p10_ms REAL NOT NULL, p25_ms REAL NOT NULL, p75_ms REAL NOT NULL, p90_ms REAL NOT NULL,
     iqr_ms REAL NOT NULL, repeats INTEGER NOT NULL, warmup_runs INTEGER NOT NULL,
     stable INTEGER NOT NULL, noisy INTEGER NOT NULL,
     spec TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (fingerprint, backend, key, batch)
+    meta TEXT NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (fingerprint, backend, key, batch, precision, layout)
 );
-CREATE INDEX IF NOT EXISTS measurements_by_backend ON measurements (backend, fingerprint, kind);
 """
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
+"""
+    + _MEASUREMENTS.format(name="measurements")
+    + "CREATE INDEX IF NOT EXISTS measurements_by_backend ON measurements (backend, fingerprint, kind);\n"
+)
 
 
 def _check_file(path: Path) -> bool:
@@ -79,8 +97,8 @@ def _check_file(path: Path) -> bool:
     return True
 
 
-def _validate_existing(path: Path) -> None:
-    """Read-only check that an existing SQLite file is ours and of a known version."""
+def _validate_existing(path: Path) -> int:
+    """Read-only check that an existing SQLite file is ours and of a known version; returns the version."""
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=30)
@@ -89,7 +107,7 @@ def _validate_existing(path: Path) -> None:
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            return  # an empty SQLite database: ours to initialise
+            return SCHEMA_VERSION  # an empty SQLite database: ours to initialise
         if "meta" not in tables:
             raise StoreError(f"{path} is an SQLite file of another application (no latnas meta table); refusing to touch it")
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
@@ -103,8 +121,26 @@ def _validate_existing(path: Path) -> None:
         version = int(meta.get("schema_version", "0"))
     except ValueError:
         version = -1
-    if version != SCHEMA_VERSION:
-        raise StoreError(f"{path} has profile store schema version {meta.get('schema_version')!r}; this latnas reads version {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise StoreError(
+            f"{path} has profile store schema version {meta.get('schema_version')!r}; this latnas reads versions"
+            f" {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    return version
+
+
+def _upgrade_v1(con: sqlite3.Connection) -> None:
+    """Rebuild a version-1 ``measurements`` table with precision/layout in the key (one transaction)."""
+    cols = ",".join(V1_FIELDS)
+    with con:
+        con.execute("DROP INDEX IF EXISTS measurements_by_backend")
+        con.execute("ALTER TABLE measurements RENAME TO measurements_v1")
+        con.execute(_MEASUREMENTS.format(name="measurements"))
+        con.execute(f"INSERT INTO measurements ({cols}) SELECT {cols} FROM measurements_v1")
+        con.execute("DROP TABLE measurements_v1")
+        con.execute("CREATE INDEX IF NOT EXISTS measurements_by_backend ON measurements (backend, fingerprint, kind)")
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    logger.info("upgraded profile store to schema version %d", SCHEMA_VERSION)
 
 
 def _row_to_measurement(row: sqlite3.Row) -> Measurement:
@@ -120,11 +156,14 @@ def _row_to_measurement(row: sqlite3.Row) -> Measurement:
         stats=stats,
         spec=json.loads(row["spec"]),
         created=float(row["created"]),
+        precision=row["precision"],
+        layout=row["layout"],
+        meta=json.loads(row["meta"] or "{}"),
     )
 
 
 class ProfileStore:
-    """Measured latencies keyed by (fingerprint, backend, key, batch) in SQLite.
+    """Measured latencies keyed by (fingerprint, backend, key, batch, precision, layout) in SQLite.
 
     ``fingerprint`` (a hash from :func:`profilers.fingerprint.device_fingerprint`)
     is the current device; queries use it unless told otherwise. Call
@@ -133,8 +172,9 @@ class ProfileStore:
 
     def __init__(self, path: str | Path, fingerprint: str | None = None):
         self.path = Path(path)
+        version = SCHEMA_VERSION
         if _check_file(self.path):
-            _validate_existing(self.path)
+            version = _validate_existing(self.path)
         elif not self.path.parent.exists():
             raise StoreError(f"cannot create profile store {self.path}: folder {self.path.parent} does not exist")
         try:
@@ -142,6 +182,8 @@ class ProfileStore:
             self._con.row_factory = sqlite3.Row
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
+            if version == 1:
+                _upgrade_v1(self._con)
             with self._con:
                 self._con.executescript(_SCHEMA)
                 self._con.execute("INSERT OR IGNORE INTO meta VALUES ('app_id', ?)", (APP_ID,))
@@ -199,27 +241,41 @@ class ProfileStore:
             raise StoreError(f"store {self.path} has no profiles for device {fingerprint} (devices in it: {names})")
 
     # ---------------------------------------------------------- measurements
-    def has(self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None) -> bool:
+    def has(
+        self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None,
+        precision: str = DEFAULT_PRECISION, layout: str = DEFAULT_LAYOUT,
+    ) -> bool:
         fp = self._resolve(fingerprint)
         row = self._con.execute(
-            "SELECT 1 FROM measurements WHERE fingerprint=? AND backend=? AND key=? AND batch=?",
-            (fp, backend, key, int(batch)),
+            "SELECT 1 FROM measurements WHERE fingerprint=? AND backend=? AND key=? AND batch=? AND precision=? AND layout=?",
+            (fp, backend, key, int(batch), precision, layout),
         ).fetchone()
         return row is not None
 
-    def stored_keys(self, backend: str, fingerprint: str | None = None) -> set[tuple[str, int]]:
-        """``(key, batch)`` pairs stored for ``backend`` on a device (fast resume checks)."""
+    def stored_keys(
+        self, backend: str, fingerprint: str | None = None,
+        precision: str | None = None, layout: str | None = None,
+    ) -> set[tuple[str, int]]:
+        """``(key, batch)`` pairs stored for ``backend`` on a device (fast resume checks).
+
+        ``precision`` / ``layout`` narrow it to one configuration (``None``: any).
+        """
         fp = self._resolve(fingerprint)
-        rows = self._con.execute("SELECT key, batch FROM measurements WHERE fingerprint=? AND backend=?", (fp, backend))
-        return {(r[0], int(r[1])) for r in rows}
+        sql, args = "SELECT key, batch FROM measurements WHERE fingerprint=? AND backend=?", [fp, backend]
+        for col, val in (("precision", precision), ("layout", layout)):
+            if val is not None:
+                sql += f" AND {col}=?"
+                args.append(val)
+        return {(r[0], int(r[1])) for r in self._con.execute(sql, args)}
 
     def put(self, m: Measurement) -> None:
         """Insert or replace one measurement and commit it at once."""
         s = m.stats
         values = (
-            m.fingerprint, m.backend, m.key, int(m.batch), m.kind,
+            m.fingerprint, m.backend, m.key, int(m.batch), m.precision or DEFAULT_PRECISION, m.layout or DEFAULT_LAYOUT, m.kind,
             *(int(getattr(s, n)) if n in ("stable", "noisy", "repeats", "warmup_runs") else float(getattr(s, n)) for n in STAT_FIELDS),
             json.dumps(m.spec, sort_keys=True, default=str), float(m.created or time.time()),
+            json.dumps(m.meta or {}, sort_keys=True, default=str),
         )
         marks = ",".join("?" * len(RECORD_FIELDS))
         try:
@@ -229,11 +285,14 @@ class ProfileStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to profile store {self.path}: {exc}") from None
 
-    def get(self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None) -> Measurement | None:
+    def get(
+        self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None,
+        precision: str = DEFAULT_PRECISION, layout: str = DEFAULT_LAYOUT,
+    ) -> Measurement | None:
         fp = self._resolve(fingerprint)
         row = self._con.execute(
-            "SELECT * FROM measurements WHERE fingerprint=? AND backend=? AND key=? AND batch=?",
-            (fp, backend, key, int(batch)),
+            "SELECT * FROM measurements WHERE fingerprint=? AND backend=? AND key=? AND batch=? AND precision=? AND layout=?",
+            (fp, backend, key, int(batch), precision, layout),
         ).fetchone()
         return _row_to_measurement(row) if row is not None else None
 
@@ -244,6 +303,8 @@ class ProfileStore:
         kind: str | None = None,
         batch: int | None = None,
         all_devices: bool = False,
+        precision: str | None = None,
+        layout: str | None = None,
     ) -> list[Measurement]:
         """Stored measurements, filtered; the current device unless ``all_devices``.
 
@@ -257,7 +318,7 @@ class ProfileStore:
             self.require_fingerprint(fp)
             where.append("fingerprint = ?")
             args.append(fp)
-        for col, val in (("backend", backend), ("kind", kind), ("batch", batch)):
+        for col, val in (("backend", backend), ("kind", kind), ("batch", batch), ("precision", precision), ("layout", layout)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
@@ -297,11 +358,14 @@ def measurement_record(m: Measurement) -> dict[str, Any]:
         "backend": m.backend,
         "key": m.key,
         "batch": m.batch,
+        "precision": m.precision,
+        "layout": m.layout,
         "kind": m.kind,
     }
     rec.update(asdict(m.stats))
     rec["spec"] = json.dumps(m.spec, sort_keys=True, default=str)
     rec["created"] = m.created
+    rec["meta"] = json.dumps(m.meta or {}, sort_keys=True, default=str)
     return rec
 
 
@@ -313,6 +377,11 @@ def records_to_measurements(records: Iterable[dict[str, Any]]) -> list[Measureme
             n: (str(r[n]).lower() in ("1", "true") if n in ("stable", "noisy") else (int(r[n]) if n in ("repeats", "warmup_runs") else float(r[n])))
             for n in STAT_FIELDS
         })
-        spec = r["spec"] if isinstance(r["spec"], dict) else json.loads(r["spec"] or "{}")
-        out.append(Measurement(r["key"], r["kind"], r["backend"], r["fingerprint"], int(r["batch"]), stats, spec, float(r["created"])))
+        spec = r["spec"] if isinstance(r["spec"], dict) else safe_json.loads(r["spec"] or "{}", "measurement spec")
+        meta = r.get("meta") or {}
+        meta = meta if isinstance(meta, dict) else safe_json.loads(meta, "measurement meta")
+        out.append(Measurement(
+            r["key"], r["kind"], r["backend"], r["fingerprint"], int(r["batch"]), stats, spec, float(r["created"]),
+            precision=r.get("precision") or DEFAULT_PRECISION, layout=r.get("layout") or DEFAULT_LAYOUT, meta=meta,
+        ))
     return out

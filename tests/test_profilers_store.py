@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -140,3 +141,61 @@ def test_empty_file_is_initialised(tmp_path):
     with ProfileStore(path, fingerprint="aaaa") as store:
         store.put(make("k1"))
         assert len(store) == 1
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE measurements (
+    fingerprint TEXT NOT NULL, backend TEXT NOT NULL, key TEXT NOT NULL, batch INTEGER NOT NULL, kind TEXT NOT NULL,
+    median_ms REAL NOT NULL, mean_ms REAL NOT NULL, std_ms REAL NOT NULL, min_ms REAL NOT NULL,
+    p10_ms REAL NOT NULL, p25_ms REAL NOT NULL, p75_ms REAL NOT NULL, p90_ms REAL NOT NULL,
+    iqr_ms REAL NOT NULL, repeats INTEGER NOT NULL, warmup_runs INTEGER NOT NULL,
+    stable INTEGER NOT NULL, noisy INTEGER NOT NULL, spec TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, backend, key, batch)
+);
+"""
+
+
+def test_version_1_store_is_upgraded_and_reads_as_fp32_contiguous(tmp_path):
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path)
+    con.executescript(V1_SCHEMA)
+    con.execute("INSERT INTO meta VALUES ('app_id', 'latnas-profile-store'), ('schema_version', '1')")
+    con.execute("INSERT INTO fingerprints VALUES ('aaaa', '{}', 1.0)")
+    con.execute(
+        "INSERT INTO measurements VALUES ('aaaa','onnxruntime','k1',1,'block',2.0,2.0,0.1,1.9,1.9,1.95,2.05,2.1,0.1,30,10,1,0,'{}',5.0)"
+    )
+    con.commit()
+    con.close()
+    with ProfileStore(path, fingerprint="aaaa") as store:
+        m = store.get("k1", "onnxruntime")
+        assert m is not None and m.stats.median_ms == 2.0
+        assert (m.precision, m.layout, m.meta) == ("fp32", "contiguous", {})
+        # the key now tells precisions and layouts apart
+        store.put(replace(make("k1", fp="aaaa", median=1.0), precision="fp16", meta={"mode_used": "graph", "replays": 40}))
+        store.put(replace(make("k1", fp="aaaa", median=3.0), layout="channels_last"))
+        assert len(store) == 3
+        half = store.get("k1", "onnxruntime", precision="fp16")
+        assert half.stats.median_ms == 1.0 and half.meta == {"mode_used": "graph", "replays": 40}
+        assert store.get("k1", "onnxruntime", layout="channels_last").stats.median_ms == 3.0
+        assert store.get("k1", "onnxruntime").stats.median_ms == 2.0
+        assert [m.precision for m in store.query(precision="fp16")] == ["fp16"]
+        assert store.stored_keys("onnxruntime", precision="bf16") == set()
+        assert store.stored_keys("onnxruntime") == {("k1", 1)}
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    raw.close()
+
+
+def test_records_round_trip_keeps_precision_layout_and_meta(tmp_path):
+    with ProfileStore(tmp_path / "p.db") as store:
+        store.use_device("aaaa", {})
+        m = replace(make("k1"), precision="bf16", layout="channels_last", meta={"mode_used": "eager", "host_bound": True})
+        store.put(m)
+        out = tmp_path / "p.csv"
+        assert store.export_csv(out) == 1
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    (back,) = records_to_measurements(rows)
+    assert (back.precision, back.layout, back.meta) == ("bf16", "channels_last", {"mode_used": "eager", "host_bound": True})

@@ -1,162 +1,141 @@
-"""``torch-cuda``: eager PyTorch on a CUDA GPU, timed on the device with CUDA events.
+"""``torch-cuda``: PyTorch on a CUDA GPU, timed on the device with CUDA events.
 
-Host timers see kernel launch and synchronisation overhead; CUDA events
-recorded on the stream around the forward pass measure what the GPU spent.
-The prepared callable therefore records a start and an end event around one
-forward pass, waits for the end event and *returns the elapsed milliseconds*;
-the backend's :meth:`TorchCUDABackend.measure` (the runner's ``measure`` hook)
-feeds those numbers to the shared stopping rule via :func:`measure_self_timed`.
+Timing modes (option ``mode``, see :mod:`profilers.runtimes.gpu_timing`):
 
-:func:`measure_self_timed` is also used by the TensorRT backend. It reuses
-the public pieces of :mod:`profilers.protocol` (config check, warm-up,
-stability test, summary); only the timed loop is local, because
-``protocol.timed_repeats`` times ``fn`` with a host clock.
+- ``graph`` (default): ``R`` forward passes captured in one CUDA graph, each
+  sample is the event-timed replay / ``R``, ``R`` chosen so a sample spans
+  >= ``min_sample_ms`` of device time. Falls back to eager per block when
+  capture fails (recorded as ``fallback`` in the measurement's metadata).
+- ``eager``: events around one eager forward pass; on small blocks this
+  times the host's kernel launches (recorded ``host_bound: true``).
+- ``cold``: the L2 cache is flushed before every sample; one pass per sample.
+
+Before each measurement the clocks are warmed by a matmul loop (2 s the
+first time, a short top-up after) and the SM clock is read via NVML before
+and after; ``clock_moved`` flags a change of more than 5%. The prepared
+callable returns device ms per forward pass; after :meth:`TorchCUDABackend.measure`,
+:meth:`~TorchCUDABackend.measurement_meta` says how (stored with the measurement).
+
+Other options: ``device``, ``precision`` (fp32|fp16|bf16), ``channels_last``,
+``cudnn_benchmark``. Batch size is the block's own (``BlockSpec.batch``).
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from latnas.errors import BackendUnavailable
 from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
+from profilers.runtimes.cuda import (  # noqa: F401  (re-exported: older imports use this module)
+    NO_GPU_REASON,
+    CudaEventTimer,
+    cuda_availability,
+    cuda_versions,
+    measure_self_timed,
+    timed_self_repeats,
+)
+from profilers.runtimes.gpu_timing import TIMING_MODES, ClockGuard, GpuTimingConfig, Sampler, make_sampler
 
-NO_GPU_REASON = "no CUDA GPU visible to torch"
-PRECISIONS = ("fp32", "fp16")
-
-
-def cuda_availability(device: int = 0) -> tuple[bool, str]:
-    """``(True, "")`` when torch sees CUDA device ``device``, else the reason in one line."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return False, "torch is not installed"
-    try:
-        if not torch.cuda.is_available():
-            return False, NO_GPU_REASON
-        count = torch.cuda.device_count()
-    except Exception as exc:  # driver problems surface here
-        return False, f"{NO_GPU_REASON} ({' '.join(str(exc).split())})"
-    if device >= count:
-        return False, f"CUDA device {device} requested but torch sees {count} GPU(s)"
-    return True, ""
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-def cuda_versions(device: int = 0) -> dict[str, str]:
-    """torch/CUDA/cuDNN versions and the GPU's name and compute capability."""
-    import torch
-
-    out = {"torch": torch.__version__, "cuda": str(torch.version.cuda)}
-    try:
-        out["cudnn"] = str(torch.backends.cudnn.version())
-    except Exception:
-        pass
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(device)
-        out["gpu"] = props.name
-        out["compute_capability"] = f"{props.major}.{props.minor}"
-    return out
-
-
-# ------------------------------------------------------------- the protocol
-def timed_self_repeats(fn: Callable[[], float], config: ProtocolConfig) -> tuple[list[float], bool]:
-    """The protocol's stopping rule over samples that ``fn`` returns (ms) itself.
-
-    Same rule as :func:`profilers.protocol.timed_repeats`
-    (:func:`profilers.protocol.repeat_until_stable`); the ``config.max_seconds``
-    cap is on host wall time.
-    """
-    from profilers.protocol import repeat_until_stable
-
-    start = time.perf_counter()
-    return repeat_until_stable(fn, config, lambda: time.perf_counter() - start >= config.max_seconds)
-
-
-def measure_self_timed(fn: Callable[[], float], config: ProtocolConfig = ProtocolConfig()) -> LatencyStats:
-    """Time a callable that returns its own elapsed ms (CUDA events), with the shared protocol."""
-    from profilers.protocol import check_config, gc_paused, summarize, warm_up
-
-    check_config(config)
-    warmups = warm_up(fn, config)
-    with gc_paused():
-        samples, stable = timed_self_repeats(fn, config)
-    return summarize(samples, warmup_runs=warmups, stable=stable, noise_iqr_ratio=config.noise_iqr_ratio)
-
-
-class CudaEventTimer:
-    """Records CUDA events around ``work()`` on ``stream``; calling returns device ms."""
-
-    def __init__(self, work: Callable[[], Any], stream):
-        import torch
-
-        self.work = work
-        self.stream = stream
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
-
-    def __call__(self) -> float:
-        import torch
-
-        with torch.cuda.stream(self.stream):
-            self.start.record(self.stream)
-            self.work()
-            self.end.record(self.stream)
-        self.end.synchronize()
-        return float(self.start.elapsed_time(self.end))
-
-
-# ---------------------------------------------------------------- backend
 @register_backend("torch-cuda")
 class TorchCUDABackend(Backend):
-    """Eager PyTorch on ``cuda:<device>`` (eval, inference mode), timed with CUDA events.
+    """PyTorch on ``cuda:<device>`` (eval, inference mode), timed with CUDA events (graph replay by default)."""
 
-    Options: ``device`` (CUDA index, default 0), ``precision`` (``fp32`` or
-    ``fp16``: module and input cast to half), ``cudnn_benchmark`` (let cuDNN
-    pick the fastest conv algorithm during warm-up; default True).
-    """
-
-    description = "eager PyTorch on a CUDA GPU, timed with CUDA events"
-    requires = "torch built with CUDA and an NVIDIA GPU"
+    description = "PyTorch on a CUDA GPU, CUDA-graph replay timed with CUDA events (mode=graph|eager|cold)"
+    requires = "torch built with CUDA and an NVIDIA GPU (nvidia-ml-py for clock readings)"
     self_timed = True  # the prepared callable returns device milliseconds
 
-    def __init__(self, device: int = 0, precision: str = "fp32", cudnn_benchmark: bool = True):
+    def __init__(
+        self,
+        device: int = 0,
+        precision: str = "fp32",
+        cudnn_benchmark: bool = True,
+        mode: str = "graph",
+        channels_last: bool = False,
+        min_sample_ms: float = 1.0,
+        warm_seconds: float = 2.0,
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
         if int(device) < 0:
             raise ValueError(f"CUDA device index must be >= 0, got {device}")
         self.device = int(device)
         self.precision = precision
-        self.cudnn_benchmark = bool(cudnn_benchmark)
+        self.layout = "channels_last" if _flag(channels_last) else "contiguous"
+        self.cudnn_benchmark = _flag(cudnn_benchmark)
+        self.timing = GpuTimingConfig(mode=mode, min_sample_ms=float(min_sample_ms), warm_seconds=float(warm_seconds))
+        self._gpu = None  # CudaDevice, made on first prepare
+        self._guard: ClockGuard | None = None
+        self._last_meta: dict[str, Any] = {}
+
+    @property
+    def mode(self) -> str:
+        return self.timing.mode
 
     def availability(self) -> tuple[bool, str]:
         return cuda_availability(self.device)
 
     def versions(self) -> dict[str, str]:
-        return {**cuda_versions(self.device), "precision": self.precision}
+        # precision, layout and mode change what a number means: they belong in the fingerprint
+        return {**cuda_versions(self.device), "precision": self.precision, "layout": self.layout, "mode": self.mode}
 
     def _require(self) -> None:
         ok, reason = self.availability()
         if not ok:
             raise BackendUnavailable(f"backend 'torch-cuda' is not available here: {reason}")
 
-    def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], float]:
-        """Move to the GPU; return a callable running one forward pass and returning its device ms."""
+    def gpu(self):
+        """The :class:`~profilers.runtimes.cuda.CudaDevice` this backend times on."""
+        if self._gpu is None:
+            from profilers.runtimes.cuda import CudaDevice
+
+            self._gpu = CudaDevice(self.device)
+            self._guard = ClockGuard(self._gpu, self.timing)
+        return self._gpu
+
+    def prepare(self, module, example, config: ProtocolConfig) -> Sampler:
+        """Move to the GPU; return a sampler returning device ms per forward pass (``.meta``: how)."""
         import torch
+
+        from profilers.runtimes.cuda import to_device
 
         self._require()
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
-        dev = torch.device("cuda", self.device)
-        dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        module = module.eval().to(dev, dtype=dtype)
-        example = example.to(dev, dtype=dtype)
-        stream = torch.cuda.Stream(dev)
-        torch.cuda.synchronize(dev)  # weights and input copies are done before the first timed run
+        module, example = to_device(module, example, self.device, self.precision, self.layout)
+        gpu = self.gpu()
+        torch.cuda.synchronize(gpu.dev)  # weights and input copies are done before the first timed run
 
         def forward() -> None:
             with torch.inference_mode():
                 module(example)
 
-        return CudaEventTimer(forward, stream)
+        sampler = make_sampler(forward, gpu, self.timing)
+        sampler.meta.update(precision=self.precision, layout=self.layout, batch=int(example.shape[0]))
+        return sampler
 
     def measure(self, fn: Callable[[], float], config: ProtocolConfig) -> LatencyStats:
-        """The runner's ``measure`` hook: device-timed samples under the shared stopping rule."""
-        return measure_self_timed(fn, config)
+        """Warmed clocks, device-timed samples under the shared stopping rule; see :meth:`measurement_meta`."""
+        if self._guard is None or not isinstance(fn, Sampler):
+            self._last_meta = {"mode_used": "eager", "host_bound": True}
+            return measure_self_timed(fn, config)
+        stats, self._last_meta = self._guard.measure(fn, config, measure_self_timed)
+        return stats
+
+    def measurement_meta(self) -> dict[str, Any]:
+        """Timing mode used, replays, fallback reason, SM clock before/after, ``clock_moved``."""
+        return dict(self._last_meta)
+
+
+def _flag(value: Any) -> bool:
+    """Backend options may arrive as strings from the CLI (``channels_last=true``)."""
+    if isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return bool(value)
+
+
+__all__ = ["PRECISIONS", "TIMING_MODES", "TorchCUDABackend", "measure_self_timed", "CudaEventTimer"]
