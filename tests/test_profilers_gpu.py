@@ -305,3 +305,153 @@ def test_build_errors_are_one_line(fake_trt, tmp_path):
     with pytest.raises(EngineBuildError, match="failed to build"):
         build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=str(tmp_path / "c")))
     assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------ timing modes (fake device)
+class FakeDevice:
+    """A GPU stand-in: one forward pass costs ``pass_ms`` device time plus ``launch_ms`` when eager."""
+
+    def __init__(self, pass_ms=0.02, launch_ms=0.18, capture_error=None, clocks=(1980.0, 1980.0)):
+        self.pass_ms, self.launch_ms, self.capture_error = pass_ms, launch_ms, capture_error
+        self.clocks = list(clocks)
+        self.log: list[str] = []
+
+    def time_ms(self, fn):
+        return float(fn())
+
+    def capture(self, work, replays):
+        self.log.append(f"capture x{replays}")
+        if self.capture_error is not None:
+            raise self.capture_error
+        return lambda: replays * self.pass_ms  # one launch for the whole graph: no per-pass overhead
+
+    def flush_l2(self):
+        self.log.append("flush")
+
+    def sm_clock_mhz(self):
+        return self.clocks.pop(0) if self.clocks else None
+
+    def warm_clocks(self, seconds):
+        self.log.append(f"warm {seconds}")
+
+
+def _work(device):
+    return lambda: device.pass_ms + device.launch_ms
+
+
+def test_choose_replays_spans_the_minimum_sample():
+    from profilers.runtimes.gpu_timing import choose_replays
+
+    assert choose_replays(0.02, 1.0, 1000) == 50
+    assert choose_replays(0.3, 1.0, 1000) == 4
+    assert choose_replays(5.0, 1.0, 1000) == 1
+    assert choose_replays(1e-6, 1.0, 1000) == 1000 and choose_replays(0.0, 1.0, 64) == 64
+
+
+def test_graph_mode_divides_the_replay_and_records_how():
+    from profilers.runtimes.gpu_timing import GpuTimingConfig, make_sampler
+
+    dev = FakeDevice()
+    sampler = make_sampler(_work(dev), dev, GpuTimingConfig(mode="graph", min_sample_ms=1.0))
+    # probe: eager 0.2 ms -> R = 5; each sample is the graph's device time / R, launch overhead gone
+    assert dev.log == ["capture x5"]
+    assert sampler() == pytest.approx(0.02)
+    assert sampler.meta == {"mode": "graph", "mode_used": "graph", "replays": 5, "host_bound": False}
+
+
+def test_eager_mode_is_labelled_host_bound_and_never_captures():
+    from profilers.runtimes.gpu_timing import GpuTimingConfig, make_sampler
+
+    dev = FakeDevice()
+    sampler = make_sampler(_work(dev), dev, GpuTimingConfig(mode="eager"))
+    assert sampler() == pytest.approx(0.2) and dev.log == []
+    assert sampler.meta["mode_used"] == "eager" and sampler.meta["host_bound"] is True
+
+
+def test_capture_failure_falls_back_to_eager_with_the_reason():
+    from profilers.runtimes.gpu_timing import GpuTimingConfig, make_sampler
+
+    dev = FakeDevice(capture_error=RuntimeError("operation not permitted when stream is capturing\nmore"))
+    sampler = make_sampler(_work(dev), dev, GpuTimingConfig(mode="graph"))
+    assert sampler() == pytest.approx(0.2)
+    assert sampler.meta["mode"] == "graph" and sampler.meta["mode_used"] == "eager" and sampler.meta["host_bound"]
+    assert sampler.meta["fallback"] == "RuntimeError: operation not permitted when stream is capturing more"
+
+
+def test_cold_mode_flushes_l2_before_every_sample():
+    from profilers.runtimes.gpu_timing import GpuTimingConfig, make_sampler
+
+    dev = FakeDevice()
+    sampler = make_sampler(_work(dev), dev, GpuTimingConfig(mode="cold"))
+    assert [sampler() for _ in range(3)] == [pytest.approx(0.02)] * 3
+    assert dev.log == ["capture x1", "flush", "flush", "flush"]
+    assert sampler.meta["mode_used"] == "cold" and sampler.meta["replays"] == 1
+    failing = FakeDevice(capture_error=RuntimeError("no"))
+    cold_eager = make_sampler(_work(failing), failing, GpuTimingConfig(mode="cold"))
+    cold_eager()
+    assert cold_eager.meta["mode_used"] == "cold-eager" and failing.log[-1] == "flush"
+
+
+def test_clock_guard_warms_once_then_tops_up_and_flags_moved_clocks():
+    from profilers.runtimes.cuda import measure_self_timed as timed
+    from profilers.runtimes.gpu_timing import ClockGuard, GpuTimingConfig, make_sampler
+
+    dev = FakeDevice(clocks=(1980.0, 1980.0, 1980.0, 1700.0))
+    cfg = GpuTimingConfig(mode="graph", warm_seconds=2.0, rewarm_seconds=0.2)
+    guard = ClockGuard(dev, cfg)
+    sampler = make_sampler(_work(dev), dev, cfg)
+    stats, meta = guard.measure(sampler, FAST, timed)
+    assert stats.median_ms == pytest.approx(0.02) and meta["mode_used"] == "graph"
+    assert meta["sm_clock_mhz_before"] == 1980.0 and meta["clock_moved"] is False
+    _, meta2 = guard.measure(sampler, FAST, timed)
+    assert meta2["clock_moved"] is True  # 1980 -> 1700 MHz is a 14% drop
+    assert [e for e in dev.log if e.startswith("warm")] == ["warm 2.0", "warm 0.2"]
+    _, unknown = guard.measure(sampler, FAST, timed)  # NVML absent: recorded as unknown
+    assert unknown["sm_clock_mhz_before"] == "unknown" and unknown["clock_moved"] is None
+
+
+def test_torch_cuda_options_and_fingerprint_fields():
+    from profilers.runtimes.gpu_timing import TIMING_MODES
+
+    assert TIMING_MODES == ("graph", "eager", "cold")
+    b = TorchCUDABackend(precision="bf16", channels_last="true", mode="eager")
+    assert (b.precision, b.layout, b.mode) == ("bf16", "channels_last", "eager")
+    assert TorchCUDABackend().mode == "graph" and TorchCUDABackend().layout == "contiguous"
+    for bad in ({"mode": "warm"}, {"channels_last": "maybe"}, {"min_sample_ms": 0}):
+        with pytest.raises(ValueError):
+            TorchCUDABackend(**bad)
+
+
+# ------------------------------------------------- timing modes (real GPU)
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("mode", ["graph", "eager", "cold"])
+def test_torch_cuda_modes_store_how_they_timed(mode, tmp_path):
+    from profilers.runner import profile_block
+    from profilers.store import ProfileStore
+
+    backend = TorchCUDABackend(mode=mode, warm_seconds=0.1)
+    m = profile_block(backend, SPEC, FAST)
+    assert m.stats.median_ms > 0 and m.meta["mode"] == mode
+    assert m.meta["mode_used"] in (mode, "eager", "cold-eager")
+    assert "sm_clock_mhz_before" in m.meta and "clock_moved" in m.meta
+    if m.meta["mode_used"] == "graph":
+        assert m.meta["replays"] >= 1 and m.stats.median_ms * m.meta["replays"] >= 0.5
+    with ProfileStore(tmp_path / "s.db") as store:
+        store.use_device(m.fingerprint, {})
+        store.put(m)
+        assert store.get(m.key, "torch-cuda").meta == m.meta
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision,channels_last,batch", [("fp16", False, 32), ("bf16", True, 1), ("fp32", True, 256)])
+def test_torch_cuda_precisions_layouts_and_batches(precision, channels_last, batch):
+    from dataclasses import replace as dc_replace
+
+    from profilers.runner import profile_block
+
+    spec = dc_replace(SPEC, batch=batch) if hasattr(SPEC, "batch") else SPEC
+    m = profile_block(TorchCUDABackend(precision=precision, channels_last=channels_last, warm_seconds=0.1), spec, FAST)
+    assert m.precision == precision and m.layout == ("channels_last" if channels_last else "contiguous")
+    assert m.batch == spec.batch and m.meta["batch"] == spec.batch and m.stats.median_ms > 0
