@@ -4,36 +4,61 @@ The bottom layer (this package's top level) is the block/space schema:
 :class:`BlockSpec`, the op registry, search spaces and analytic features.
 Profilers (``profilers``) and predictors (``predictors``) build on it; search,
 export and the CLI sit above.
+
+The public names below are imported on first access (PEP 562), so that
+``import latnas.errors`` or the CLI's ``--help`` does not pay for torch.
 """
 from __future__ import annotations
 
-from latnas.errors import LatnasError
-from latnas.features import BlockCost, block_cost
-from latnas.latency_table import LatencyTable, flops_table
-from latnas.ops import OPS, OpDef, build_model, get_op, register_op
-from latnas.spaces import SPACES, SearchSpace, get_space, register_space
-from latnas.spec import BlockSpec
-from latnas.blocks import DiverseBranchBlock
-from latnas.reparam import reparameterize_model
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BlockCost",
-    "BlockSpec",
-    "DiverseBranchBlock",
-    "LatencyTable",
-    "LatnasError",
-    "OPS",
-    "OpDef",
-    "SPACES",
-    "SearchSpace",
-    "block_cost",
-    "build_model",
-    "flops_table",
-    "get_op",
-    "get_space",
-    "register_op",
-    "register_space",
-    "reparameterize_model",
-]
+_PUBLIC: dict[str, str] = {
+    "BlockCost": "latnas.features",
+    "BlockSpec": "latnas.spec",
+    "DiverseBranchBlock": "latnas.blocks",
+    "LatencyTable": "latnas.latency_table",
+    "LatnasError": "latnas.errors",
+    "OPS": "latnas.opdef",
+    "OpDef": "latnas.opdef",
+    "SPACES": "latnas.spaces",
+    "SearchSpace": "latnas.spaces",
+    "block_cost": "latnas.features",
+    "build_model": "latnas.ops",
+    "flops_table": "latnas.latency_table",
+    "get_op": "latnas.opdef",
+    "get_space": "latnas.spaces",
+    "register_op": "latnas.opdef",
+    "register_space": "latnas.spaces",
+    "reparameterize_model": "latnas.reparam",
+}
+"""Public name -> module that defines it."""
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latnas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+if TYPE_CHECKING:  # pragma: no cover  (static tools see the eager form)
+    from latnas.blocks import DiverseBranchBlock
+    from latnas.errors import LatnasError
+    from latnas.features import BlockCost, block_cost
+    from latnas.latency_table import LatencyTable, flops_table
+    from latnas.opdef import OPS, OpDef, get_op, register_op
+    from latnas.ops import build_model
+    from latnas.reparam import reparameterize_model
+    from latnas.spaces import SPACES, SearchSpace, get_space, register_space
+    from latnas.spec import BlockSpec

@@ -1,10 +1,9 @@
-"""Op registry: how each block type validates, builds and shapes itself.
+"""Built-in torch ops: how each block type validates, builds and shapes itself.
 
-Register your own op with :func:`register_op`::
-
-    @register_op("myop")
-    class MyOp(OpDef):
-        def build(self, spec): ...
+The registry itself (:class:`OpDef`, :data:`OPS`, :func:`register_op`,
+:func:`get_op`) lives in the torch-free :mod:`latnas.opdef` and is re-exported
+here; importing this module registers the built-in ops (``get_op`` does so on
+first use).
 
 Built-in ops:
 
@@ -21,43 +20,10 @@ import torch
 from torch import nn
 
 from latnas.errors import ShapeError
-from latnas.registry import Registry
+from latnas.opdef import OPS, OpDef, get_op, register_op
 from latnas.spec import BlockSpec, check_divides
 
-
-class OpDef:
-    """Behaviour of one op type. Subclass and register it."""
-
-    name = ""
-
-    def validate(self, spec: BlockSpec) -> None:
-        """Raise :class:`ShapeError` if ``spec`` is impossible for this op."""
-
-    def build(self, spec: BlockSpec) -> nn.Module:
-        raise NotImplementedError
-
-    def output_shape(self, spec: BlockSpec) -> tuple[int, ...]:
-        oh, ow = spec.out_hw
-        return (spec.batch, spec.cout, oh, ow)
-
-
-OPS: Registry[OpDef] = Registry("op")
-
-
-def register_op(name: str):
-    """Class decorator registering an :class:`OpDef` subclass under ``name``."""
-
-    def deco(cls):
-        inst = cls()
-        inst.name = name
-        OPS.register(name, inst)
-        return cls
-
-    return deco
-
-
-def get_op(name: str) -> OpDef:
-    return OPS.get(name)
+__all__ = ["OPS", "OpDef", "get_op", "register_op", "conv_bn", "ChannelShuffle", "MBConv", "build_model"]
 
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:

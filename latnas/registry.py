@@ -9,11 +9,22 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to objects; ``register`` works as a decorator."""
+    """Maps names to objects; ``register`` works as a decorator.
 
-    def __init__(self, kind: str):
+    ``loader``, if given, is called once before the first lookup or listing to
+    register built-in entries whose modules are too heavy to import eagerly
+    (e.g. torch-backed ops). It must register through ``register``.
+    """
+
+    def __init__(self, kind: str, loader: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._loader = loader
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None  # cleared first: the loader re-enters register()
+            loader()
 
     def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
         """Register ``obj`` under ``name``; without ``obj`` return a decorator."""
@@ -27,6 +38,7 @@ class Registry(Generic[T]):
         return _add(obj) if obj is not None else _add
 
     def get(self, name: str) -> T:
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -34,15 +46,18 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._items)
 
 

@@ -3,7 +3,7 @@
 A :class:`BlockSpec` is frozen and hashable, has a stable string ``key`` that
 profile stores and predictors use, converts to and from plain dicts (for JSON
 and the remote agent), and builds to a ``torch.nn.Module`` through the op
-registry in :mod:`latnas.ops`.
+registry in :mod:`latnas.opdef` (torch is only imported when a block is built).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from latnas.errors import DataError, ShapeError
+from latnas.opdef import get_op
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,6 @@ class BlockSpec:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        from latnas.ops import get_op
-
         return get_op(self.op).output_shape(self)
 
     @property
@@ -100,8 +99,6 @@ class BlockSpec:
 
     def validate(self) -> "BlockSpec":
         """Raise :class:`ShapeError` with a one-line reason if the block cannot exist."""
-        from latnas.ops import get_op
-
         for name in ("cin", "cout", "h", "w", "stride", "kernel", "expansion", "groups", "batch"):
             if getattr(self, name) < 1:
                 raise ShapeError(f"{self.key}: {name} must be >= 1, got {getattr(self, name)}")
@@ -114,8 +111,6 @@ class BlockSpec:
 
     def build(self):
         """Build the block as a ``torch.nn.Module`` (validated first)."""
-        from latnas.ops import get_op
-
         self.validate()
         return get_op(self.op).build(self)
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latnas.errors import ShapeError, UnknownNameError
+from latnas.branches import fitting_branches, format_branches, parse_branches
+from latnas.errors import ShapeError
 from latnas.reparam.transforms import (
     KernelBias,
     add_branches,
@@ -39,29 +40,6 @@ from latnas.reparam.transforms import (
     merge_1x1_kxk,
     pad_kernel,
 )
-
-BRANCH_NAMES = ("kxk", "1x1", "1xk", "kx1", "1x1_kxk", "1x1_avg", "id")
-"""Every branch a :class:`DiverseBranchBlock` knows, in canonical order."""
-
-
-def parse_branches(branches: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    """Normalise a branch mask to a tuple of known names in canonical order (None stays None)."""
-    if branches is None:
-        return None
-    names = [b.strip() for b in branches.split("+")] if isinstance(branches, str) else [str(b).strip() for b in branches]
-    names = [n for n in names if n]
-    if not names:
-        return None
-    unknown = [n for n in names if n not in BRANCH_NAMES]
-    if unknown:
-        raise UnknownNameError(f"unknown DBB branch {unknown[0]!r} (known: {', '.join(BRANCH_NAMES)})")
-    return tuple(n for n in BRANCH_NAMES if n in names)
-
-
-def fitting_branches(in_channels: int, out_channels: int, stride: int) -> tuple[str, ...]:
-    """Every branch that fits a shape: all of them, ``id`` only when the shape is kept."""
-    keep = in_channels == out_channels and stride == 1
-    return tuple(b for b in BRANCH_NAMES if b != "id" or keep)
 
 
 def check_dbb_config(
@@ -250,6 +228,6 @@ class DiverseBranchBlock(nn.Module):
         return self.reparam is not None
 
     def extra_repr(self) -> str:
-        state = "fused" if self.fused else "+".join(self.branch_names)
+        state = "fused" if self.fused else format_branches(self.branch_names)
         return (f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, s={self.stride}, "
                 f"g={self.groups}, branches={state}")

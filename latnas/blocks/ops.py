@@ -11,7 +11,7 @@ from torch import nn
 
 from latnas.blocks.dbb import DiverseBranchBlock, check_dbb_config
 from latnas.errors import ShapeError
-from latnas.ops import OpDef, register_op
+from latnas.opdef import OpDef, register_op
 from latnas.spec import BlockSpec
 
 

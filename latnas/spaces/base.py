@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 
 from latnas.errors import DataError, ShapeError
-from latnas.ops import build_model
 from latnas.spec import BlockSpec
 
 Arch = tuple[int, ...]
@@ -175,6 +174,8 @@ class SearchSpace:
 
     def build(self, arch: str | Sequence[int]):
         """The whole model of ``arch`` as a ``torch.nn.Sequential``."""
+        from latnas.ops import build_model  # torch: only when a model is built
+
         return build_model(self.blocks(arch))
 
     def layer_table(self) -> list[tuple[int, int, tuple[BlockSpec, ...]]]:

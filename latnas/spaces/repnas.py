@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from latnas.blocks.dbb import parse_branches
+from latnas.branches import format_branches, parse_branches
 from latnas.errors import UnknownNameError
 from latnas.spaces.base import OpChoice, SearchSpace, stacked_layers
 from latnas.spaces.registry import register_space
@@ -39,7 +39,7 @@ def choice_branches(choice: int) -> str:
     """The ``"+"``-joined branch string of a choice (a bitmask over :data:`OPTIONAL_BRANCHES`)."""
     if not 0 <= choice < 2 ** len(OPTIONAL_BRANCHES):
         raise UnknownNameError(f"RepNAS choice {choice} out of range 0..{2 ** len(OPTIONAL_BRANCHES) - 1}")
-    return "+".join(["kxk", *(b for i, b in enumerate(OPTIONAL_BRANCHES) if choice >> i & 1)])
+    return format_branches(["kxk", *(b for i, b in enumerate(OPTIONAL_BRANCHES) if choice >> i & 1)])
 
 
 def branches_choice(branches: str | Iterable[str]) -> int:
