@@ -25,6 +25,21 @@ from latnas.errors import PredictorFileError
 TABLE_SCHEMA = "latnas.latency_table/1"
 
 
+def piecewise_linear(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
+    """The piecewise-linear map through increasing ``knots_x`` -> ``knots_y``,
+    extrapolated linearly beyond the end knots (the one correction function
+    shared by :class:`LatencyTable` and the block-sum predictor)."""
+    x = np.asarray(x, dtype=np.float64)
+    kx, ky = np.asarray(knots_x, dtype=np.float64), np.asarray(knots_y, dtype=np.float64)
+    out = np.interp(x, kx, ky)
+    lo, hi = x < kx[0], x > kx[-1]
+    if lo.any():
+        out[lo] = ky[0] + (x[lo] - kx[0]) * (ky[1] - ky[0]) / (kx[1] - kx[0])
+    if hi.any():
+        out[hi] = ky[-1] + (x[hi] - kx[-1]) * (ky[-1] - ky[-2]) / (kx[-1] - kx[-2])
+    return out
+
+
 @dataclass
 class LatencyTable:
     space: str
@@ -56,14 +71,7 @@ class LatencyTable:
         """Apply the correction to per-arch sums."""
         if self.knots_x is None:
             return total + self.offset
-        x, y = self.knots_x, self.knots_y
-        out = np.interp(total, x, y)
-        lo, hi = total < x[0], total > x[-1]
-        if lo.any():
-            out[lo] = y[0] + (total[lo] - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
-        if hi.any():
-            out[hi] = y[-1] + (total[hi] - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2])
-        return out
+        return piecewise_linear(total, self.knots_x, self.knots_y)
 
     def block_sum(self, archs: np.ndarray) -> np.ndarray:
         """Uncorrected sum of per-layer entries for an (n, n_layers) int array."""
@@ -121,12 +129,15 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
+        from latnas.errors import DataError
+        from latnas.safe_json import load as safe_load
+
+        if not Path(path).exists():
+            raise PredictorFileError(f"latency table {path} does not exist")
         try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise PredictorFileError(f"latency table {path} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise PredictorFileError(f"latency table {path} is not valid JSON: {exc}") from None
+            data = safe_load(path, f"latency table {path}")
+        except DataError as exc:
+            raise PredictorFileError(str(exc)) from None
         return cls.from_dict(data)
 
 

@@ -20,9 +20,12 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import DataError
+from latnas.errors import DataError, PredictorFileError
+from latnas.latency_table import LatencyTable, piecewise_linear
+from predictors.base import SavedState, as_list, state_vector
 from predictors.features import BLOCK_FEATURE_NAMES, BLOCK_OPS, block_features
 from predictors.models import ArchPredictor
+from predictors.validate import check_tree
 
 N_OPS = len(BLOCK_OPS)
 
@@ -55,16 +58,45 @@ def predict_tree(tree: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return val[node]
 
 
+TREE_KEYS = ("left", "right", "feature", "threshold", "value")
+
+
 def tree_arrays(tree: dict[str, list]) -> dict[str, np.ndarray]:
     ints = ("left", "right", "feature")
     return {k: np.asarray(v, dtype=np.int64 if k in ints else np.float64) for k, v in tree.items()}
+
+
+def checked_tree(tree, what: str) -> dict[str, np.ndarray]:
+    """A saved tree (plain lists), structurally validated, as arrays ready for :func:`predict_tree`."""
+    if not isinstance(tree, dict) or set(tree) != set(TREE_KEYS):
+        raise PredictorFileError(f"{what} must have exactly the keys {', '.join(TREE_KEYS)}")
+    check_tree(tree["left"], tree["right"], tree["feature"], len(BLOCK_FEATURE_NAMES),
+               threshold=tree["threshold"], value=tree["value"], what=what)
+    return tree_arrays(tree)
+
+
+class BlockPredictor(SavedState, RegressorMixin, BaseEstimator):
+    """Base of block-level predictors: ``X`` = block feature rows."""
+
+    level = "block"
+    space = None  # block models are not tied to a space
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(BLOCK_FEATURE_NAMES)
+
+    def _check_x(self, X) -> np.ndarray:
+        x = np.asarray(X, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(BLOCK_FEATURE_NAMES):
+            raise DataError(f"block features must have {len(BLOCK_FEATURE_NAMES)} columns, got shape {x.shape}")
+        return x
 
 
 def _op_index(x: np.ndarray) -> np.ndarray:
     return np.argmax(x[:, :N_OPS], axis=1)
 
 
-class PerOpRandomForest(RegressorMixin, BaseEstimator):
+class PerOpRandomForest(BlockPredictor):
     """One RandomForest per op type on block features, log-latency target.
 
     Op types with fewer than ``min_op_samples`` rows use a forest fit on all rows.
@@ -78,12 +110,6 @@ class PerOpRandomForest(RegressorMixin, BaseEstimator):
         self.max_features = max_features
         self.min_op_samples = min_op_samples
         self.random_state = random_state
-
-    def _check_x(self, X) -> np.ndarray:
-        x = np.asarray(X, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(BLOCK_FEATURE_NAMES):
-            raise DataError(f"block features must have {len(BLOCK_FEATURE_NAMES)} columns, got shape {x.shape}")
-        return x
 
     def _forest(self, x, t) -> list[dict[str, np.ndarray]]:
         rf = RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
@@ -118,8 +144,29 @@ class PerOpRandomForest(RegressorMixin, BaseEstimator):
                 out[mask] = np.mean([predict_tree(tr, x[mask]) for tr in forest], axis=0)
         return np.exp(out)
 
+    def to_state(self) -> dict:
+        check_is_fitted(self, "forests_")
+        return {"forests": {op: [{k: v.tolist() for k, v in tr.items()} for tr in trees]
+                            for op, trees in self.forests_.items()}}
 
-class LookupTableSum(RegressorMixin, BaseEstimator):
+    def set_state(self, state, files):
+        forests = state.get("forests") if isinstance(state, dict) else None
+        if not isinstance(forests, dict) or "*" not in forests:
+            raise PredictorFileError("random-forest state needs a 'forests' object with a '*' forest")
+        unknown = set(forests) - {"*", *BLOCK_OPS}
+        if unknown:
+            raise PredictorFileError(f"random-forest state has forests of unknown ops {sorted(unknown)[:5]}")
+        out = {}
+        for op, trees in forests.items():
+            if not isinstance(trees, list) or not trees:
+                raise PredictorFileError(f"random-forest state: forest {op!r} must be a non-empty list of trees")
+            out[op] = [checked_tree(t, f"random-forest {op!r} tree {i}") for i, t in enumerate(trees)]
+        self.forests_ = out
+        self.n_features_in_ = len(BLOCK_FEATURE_NAMES)
+        return self
+
+
+class LookupTableSum(BlockPredictor):
     """Measured block latency by exact feature match (median of repeats).
 
     Used inside :class:`BlockSumPredictor` it gives the classic lookup-table
@@ -148,6 +195,23 @@ class LookupTableSum(RegressorMixin, BaseEstimator):
             raise DataError(f"{int(np.isnan(out).sum())} block(s) were never measured (lookup table has no entry)")
         return out
 
+    def to_state(self) -> dict:
+        check_is_fitted(self, "table_")
+        return {"rows": [list(k) for k in self.table_], "ms": list(self.table_.values())}
+
+    def set_state(self, state, files):
+        rows, ms = state.get("rows"), state_vector(state, "ms")
+        n = len(BLOCK_FEATURE_NAMES)
+        try:
+            x = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PredictorFileError("lookup-table state 'rows' must be a list of number lists") from None
+        if x.shape != (len(ms), n) or not np.all(np.isfinite(x)) or np.any(ms <= 0):
+            raise PredictorFileError(f"lookup-table state needs {len(ms)} finite rows of {n} features and positive ms")
+        self.table_ = {tuple(r): float(v) for r, v in zip(x.tolist(), ms)}
+        self.n_features_in_ = n
+        return self
+
 
 class BlockSumPredictor(ArchPredictor):
     """Whole-model latency = correction(sum of per-block predictions).
@@ -158,6 +222,8 @@ class BlockSumPredictor(ArchPredictor):
     (monotone piecewise-linear) or "none". With no whole-model rows the
     correction is the identity. ``predict_block_sum`` gives the uncorrected sum.
     """
+
+    table_trainable = False  # fit from a profile store (``train_block_model``), not from an arch table
 
     def __init__(self, space: str = "fbnet", block_model=None, correction: str = "linear"):
         self.space = space
@@ -218,19 +284,40 @@ class BlockSumPredictor(ArchPredictor):
         check_is_fitted(self, "n_features_in_")
         if self.knots_x_ is None:
             return total
-        x, y = self.knots_x_, self.knots_y_
-        out = np.interp(total, x, y)
-        lo, hi = total < x[0], total > x[-1]
-        out[lo] = y[0] + (total[lo] - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
-        out[hi] = y[-1] + (total[hi] - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2])
-        return out
+        return piecewise_linear(total, self.knots_x_, self.knots_y_)
 
     def predict(self, X) -> np.ndarray:
         return self.apply_correction(self.predict_block_sum(X))
 
+    @property
+    def feature_names(self) -> list[str]:
+        return list(BLOCK_FEATURE_NAMES)
 
-def fit_block_model(name: str, specs, block_ms, **params):
-    """Fit a registered block-level model on profiled blocks."""
-    from predictors.registry import BLOCK_PREDICTORS
+    # ---------------------------------------------------------------- state
+    def to_state(self) -> dict:
+        """Correction knots; the block model is a hyper-parameter, saved nested by persistence."""
+        check_is_fitted(self, "n_features_in_")
+        return {"knots_x": as_list(self.knots_x_), "knots_y": as_list(self.knots_y_)}
 
-    return BLOCK_PREDICTORS.get(name)(**params).fit(block_features(list(specs)), block_ms)
+    def set_state(self, state, files):
+        kx = state_vector(state, "knots_x", allow_none=True)
+        ky = state_vector(state, "knots_y", allow_none=True)
+        if (kx is None) != (ky is None):
+            raise PredictorFileError("block-sum state needs both knots_x and knots_y, or neither")
+        if kx is not None and (kx.size < 2 or kx.shape != ky.shape or np.any(np.diff(kx) <= 0)):
+            raise PredictorFileError("block-sum correction needs >= 2 matching, increasing knots")
+        self.knots_x_, self.knots_y_ = kx, ky
+        self.n_features_in_ = self._space().n_layers
+        return self
+
+    def to_latency_table(self, space):
+        table = np.full((space.n_layers, space.n_choices), np.nan)
+        cells = [(l, c) for l, c in zip(*np.nonzero(space.allowed_mask()))]
+        for (l, c), v in zip(cells, self.layer_ms(space, cells)):
+            table[l, c] = v
+        fixed = float(self._block_ms(list(space.fixed_blocks())).sum())
+        meta = {"predictor": type(self).__name__, "table_values": "ms (block predictions)"}
+        if self.knots_x_ is None:
+            return LatencyTable(space=space.name, table=table, offset=fixed, meta=meta)
+        # the knots act on the full sum; the table sum excludes the fixed blocks
+        return LatencyTable(space=space.name, table=table, knots_x=self.knots_x_ - fixed, knots_y=self.knots_y_, meta=meta)

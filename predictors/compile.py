@@ -1,20 +1,24 @@
 """Compile trained predictors of a space into a :class:`LatencyTable`.
 
 A LatencyTable computes ``f(sum_l table[l, arch[l]])`` with ``f`` piecewise
-linear through monotone knots. Additive predictors compile exactly:
+linear through monotone knots. Each predictor compiles itself
+(``to_latency_table(space)``, see :mod:`predictors.base`); this module holds
+the entry point and the two table shapes they build:
 
-* linear-target additive models (one-hot ridge, FLOPs/params lines, transfer,
-  block sums): ``table`` = per-layer ms, offset (or knots) for the rest;
-* log-target additive models (one-hot ridge on log ms, the default
-  ``max_depth=1`` XGBoost): ``table`` = per-layer *log* factors and the
-  correction knots sample ``exp`` densely over every sum the table can reach
-  (spacing 2e-4, so the interpolation error of exp is below 1e-8 relative;
-  LatencyTable itself is unchanged).
+* :func:`linear_table`: linear-target additive models (one-hot ridge,
+  FLOPs/params lines, transfer, block sums): ``table`` = per-layer ms,
+  offset for the rest;
+* :func:`exp_table`: log-target additive models (one-hot ridge on log ms, the
+  default ``max_depth=1`` XGBoost): ``table`` = per-layer *log* factors and
+  the correction knots sample ``exp`` densely over every sum the table can
+  reach (spacing 2e-4, so the interpolation error of exp is below 1e-8
+  relative; LatencyTable itself is unchanged).
 
-XGBoost trees are read from the booster's JSON dump: with depth-1 trees on
-one-hot features each tree adds one value to one (layer, choice) and another
-to every other choice of that layer, so the sum over trees is a table.
-Non-additive models (deeper trees, whole-model totals) are refused.
+XGBoost trees are read from the booster's JSON dump
+(:func:`xgb_layer_table`): with depth-1 trees on one-hot features each tree
+adds one value to one (layer, choice) and another to every other choice of
+that layer, so the sum over trees is a table. Non-additive models (deeper
+trees, whole-model totals) refuse with a one-line error.
 """
 from __future__ import annotations
 
@@ -24,13 +28,9 @@ import numpy as np
 
 from latnas.errors import PredictorFileError
 from latnas.latency_table import LatencyTable
-from predictors.block_models import BlockSumPredictor
-from predictors.features import layer_cost_tables
-from predictors.models import FlopsLinear, OneHotRidge, ParamsLinear, XGBLatencyPredictor, space_of
-from predictors.transfer import TransferPredictor
+from predictors.base import space_of
 
 EXP_KNOT_SPACING = 2e-4
-
 
 def xgb_layer_table(booster, n_layers: int, n_choices: int) -> tuple[np.ndarray, float]:
     """Per-(layer, choice) sum of depth-1 tree outputs on one-hot features, plus a constant."""
@@ -57,7 +57,7 @@ def xgb_layer_table(booster, n_layers: int, n_choices: int) -> tuple[np.ndarray,
     return table, const
 
 
-def _exp_table(space, logs: np.ndarray, const: float, meta: dict) -> LatencyTable:
+def exp_table(space, logs: np.ndarray, const: float, meta: dict) -> LatencyTable:
     """Table of log-factors; knots make the correction exp(sum + const)."""
     mask = space.allowed_mask()
     t = np.where(mask, logs, np.nan)
@@ -68,50 +68,18 @@ def _exp_table(space, logs: np.ndarray, const: float, meta: dict) -> LatencyTabl
                         meta={**meta, "table_values": "log-factors", "correction": "exp (dense knots)"})
 
 
-def _linear_table(space, table: np.ndarray, offset: float, meta: dict) -> LatencyTable:
+def linear_table(space, table: np.ndarray, offset: float, meta: dict) -> LatencyTable:
+    """Table of per-layer ms (NaN where not allowed); ``offset`` adds the rest."""
     t = np.where(space.allowed_mask(), table, np.nan)
     return LatencyTable(space=space.name, table=t, offset=float(offset), meta={**meta, "table_values": "ms"})
 
 
 def compile_predictor(model, device: str = "") -> LatencyTable:
-    """An exact LatencyTable of a fitted additive arch-level predictor."""
-    space = space_of(model.space)
-    L, C = space.n_layers, space.n_choices
-    meta = {"predictor": type(model).__name__}
-    if isinstance(model, OneHotRidge):
-        table = model.coef_.reshape(L, C)
-        out = (_exp_table(space, table, model.intercept_, meta) if model.log_target_
-               else _linear_table(space, table, model.intercept_, meta))
-    elif isinstance(model, (FlopsLinear, ParamsLinear)):
-        flops, params, f0, p0 = layer_cost_tables(space)
-        base, fixed = (flops, f0) if isinstance(model, FlopsLinear) else (params, p0)
-        out = _linear_table(space, model.coef_ * base, model.coef_ * fixed + model.intercept_, meta)
-    elif isinstance(model, TransferPredictor):
-        coef, b = model.effective_linear()
-        out = _linear_table(space, coef.reshape(L, C), b, meta)
-    elif isinstance(model, XGBLatencyPredictor):
-        if not model.is_additive:
-            raise PredictorFileError("only additive XGBoost predictors (max_depth=1, totals=False) compile exactly")
-        table = np.zeros((L, C)) if model.linear_coef_ is None else model.linear_coef_.reshape(L, C).copy()
-        const = model.linear_intercept_
-        if model.booster_ is not None:
-            trees, c = xgb_layer_table(model.booster_, L, C)
-            table += trees
-            const += c
-        out = _exp_table(space, table, const, meta) if model.log_target_ else _linear_table(space, table, const, meta)
-    elif isinstance(model, BlockSumPredictor):
-        table = np.full((L, C), np.nan)
-        cells = [(l, c) for l, c in zip(*np.nonzero(space.allowed_mask()))]
-        ms = model.layer_ms(space, cells)
-        for (l, c), v in zip(cells, ms):
-            table[l, c] = v
-        fixed = float(model._block_ms(list(space.fixed_blocks())).sum())
-        if model.knots_x_ is None:
-            out = _linear_table(space, table, fixed, meta)
-        else:  # knots act on the full sum; the table sum excludes the fixed blocks
-            out = LatencyTable(space=space.name, table=table, knots_x=model.knots_x_ - fixed,
-                               knots_y=model.knots_y_, meta={**meta, "table_values": "ms (block predictions)"})
-    else:
+    """An exact LatencyTable of a fitted arch-level predictor (its ``to_latency_table``)."""
+    hook = getattr(model, "to_latency_table", None)
+    if hook is None or getattr(model, "level", "arch") != "arch":
         raise PredictorFileError(f"cannot compile a {type(model).__name__} into a latency table")
+    out = hook(space_of(model.space))
+    out.meta.setdefault("predictor", type(model).__name__)
     out.device = device
     return out

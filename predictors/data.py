@@ -1,8 +1,11 @@
 """Training data as plain records: arch tables (CSV) and profiled blocks.
 
 Predictors never import the profilers: profile stores reach them as plain
-dicts (``key, kind, backend, fingerprint, batch, median_ms, spec``), and arch
-tables as CSV files with an ``arch`` column and ``<device>_ms`` columns.
+dicts (``key, kind, backend, fingerprint, batch, median_ms, spec``; the CLI
+reads them with ``profilers.store.ProfileStore.to_records``), and arch tables
+as CSV files with an arch column (``arch`` as in the FBNet table, ``arch_str``
+as in the NAS-Bench-201 table, or any named column) and ``<device>_ms``
+columns.
 """
 from __future__ import annotations
 
@@ -10,14 +13,13 @@ import csv
 import hashlib
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from latnas.errors import DataError, StoreError
+from latnas.errors import DataError, LatnasError
 from latnas.spec import BlockSpec
 
 FBNET_CSV = "fbnet_cifar100_latency.csv"
@@ -60,8 +62,19 @@ class ArchTable:
                          {k: v[rows] for k, v in self.columns.items()})
 
 
-def load_arch_table(path: str | Path, space) -> ArchTable:
-    """Read a CSV with an ``arch`` column (digits of ``space``) and numeric columns."""
+ARCH_COLUMNS = ("arch", "arch_str")  # detected in this order when no column is named
+
+
+def load_arch_table(path: str | Path, space, arch_column: str | None = None) -> ArchTable:
+    """Read a CSV of archs of ``space`` with measured columns.
+
+    The arch column is ``arch_column`` when given, else the first of
+    :data:`ARCH_COLUMNS` present; its strings go through ``space.parse_arch``
+    (so any form the space accepts). Columns with no numeric value are
+    ignored; empty or non-numeric cells of numeric columns become NaN.
+    Refused with one line: a missing arch column, an arch that does not parse,
+    a duplicate arch, no rows.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"table {path} does not exist")
@@ -71,27 +84,38 @@ def load_arch_table(path: str | Path, space) -> ArchTable:
             header = reader.fieldnames or []
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read table {path}: {exc}") from None
-    if "arch" not in header:
-        raise DataError(f"table {path} has no 'arch' column (columns: {', '.join(header) or 'none'})")
+        raise DataError(f"cannot read table {path}: {str(exc)[:200]}") from None
+    if arch_column is None:
+        arch_column = next((c for c in ARCH_COLUMNS if c in header), None)
+        if arch_column is None:
+            raise DataError(f"table {path} has no arch column ({' or '.join(ARCH_COLUMNS)}; name one with "
+                            f"--arch-column); columns: {', '.join(header[:20]) or 'none'}")
+    elif arch_column not in header:
+        raise DataError(f"table {path} has no column {arch_column!r} (columns: {', '.join(header[:20]) or 'none'})")
     if not rows:
         raise DataError(f"table {path} has no rows")
-    names = [h for h in header if h != "arch"]
+    names = [h for h in header if h != arch_column]
     archs = np.empty((len(rows), space.n_layers), dtype=np.int64)
     strings = []
-    cols = {n: np.empty(len(rows)) for n in names}
+    seen: dict[tuple, int] = {}
+    cols = {n: np.full(len(rows), np.nan) for n in names}
     for i, row in enumerate(rows):
-        text = (row.get("arch") or "").strip()
+        text = (row.get(arch_column) or "").strip()
         try:
             archs[i] = space.parse_arch(text)
-        except DataError as exc:
+        except LatnasError as exc:
             raise DataError(f"table {path} row {i + 2}: {exc}") from None
+        key = tuple(archs[i])
+        if key in seen:
+            raise DataError(f"table {path} row {i + 2}: arch {text[:80]!r} repeats row {seen[key] + 2}; "
+                            "give each arch once")
+        seen[key] = i
         strings.append(text)
         for n in names:
             try:
                 cols[n][i] = float(row[n])
             except (TypeError, ValueError):
-                cols[n][i] = np.nan
+                pass
     numeric = {n: v for n, v in cols.items() if np.isfinite(v).any()}
     return ArchTable(space.name, strings, archs, numeric)
 
@@ -180,21 +204,3 @@ def load_block_table(records: Iterable[dict[str, Any]], backend: str | None = No
         raise DataError(f"whole-model records of several spaces ({sorted(map(str, spaces))}); pick one with --space")
     return BlockTable(specs, np.array(block_ms), archs, np.array(model_ms),
                       next(iter(spaces), space or ""), str(rows[0].get("backend")), fps[0], batches[0])
-
-
-def read_store_records(path: str | Path) -> list[dict[str, Any]]:
-    """Plain records from a latnas profile store (SQLite), read with plain SQL
-    in read-only mode so the store is never modified."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"profile store {path} does not exist")
-    try:
-        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
-        con.row_factory = sqlite3.Row
-        try:
-            cur = con.execute("SELECT key, kind, backend, fingerprint, batch, median_ms, min_ms, spec FROM measurements")
-            return [dict(r) for r in cur]
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path} is not a readable latnas profile store ({exc})") from None

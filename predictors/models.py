@@ -17,24 +17,18 @@ Models:
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from latnas.errors import PredictorFileError
+from predictors.base import SavedState, as_list, space_of, state_bool, state_float, state_int, state_vector
 from predictors.features import (arch_feature_names, arch_totals, check_archs, layer_cost_tables, onehot,
                                  onehot_feature_names)
 from predictors.linear import fit_additive
 
+XGB_FILE = "model.json"  # XGBoost's own JSON model, beside state.json
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
-
-
-@lru_cache(maxsize=16)
-def space_of(name: str):
-    from latnas.spaces import get_space
-
-    return get_space(name)
 
 
 def _y(y) -> np.ndarray:
@@ -60,8 +54,9 @@ def additive_fit(space, archs: np.ndarray, y: np.ndarray, target: str, alphas, p
     return coef, float(intercept), fit.alpha, fit.log_target
 
 
-class ArchPredictor(RegressorMixin, BaseEstimator):
-    """Base of arch-level predictors: validates archs of ``self.space``."""
+class ArchPredictor(SavedState, RegressorMixin, BaseEstimator):
+    """Base of arch-level predictors: validates archs of ``self.space``;
+    subclasses implement the :class:`~predictors.base.SavedState` hooks."""
 
     space: str
 
@@ -79,6 +74,14 @@ class ArchPredictor(RegressorMixin, BaseEstimator):
     @property
     def feature_names(self) -> list[str]:
         return onehot_feature_names(self._space())
+
+    def _n_onehot(self) -> int:
+        s = self._space()
+        return s.n_layers * s.n_choices
+
+    def _restored(self):
+        self.n_features_in_ = self._space().n_layers
+        return self
 
 
 class OneHotRidge(ArchPredictor):
@@ -117,6 +120,27 @@ class OneHotRidge(ArchPredictor):
         z = self.decision_function(X)
         return np.exp(z) if self.log_target_ else z
 
+    def to_state(self) -> dict:
+        check_is_fitted(self, "coef_")
+        return {"coef": as_list(self.coef_), "intercept": self.intercept_, "alpha": self.alpha_,
+                "log_target": bool(self.log_target_)}
+
+    def set_state(self, state, files):
+        self.coef_ = state_vector(state, "coef", self._n_onehot())
+        self.intercept_, self.alpha_ = state_float(state, "intercept"), state_float(state, "alpha")
+        self.log_target_ = state_bool(state, "log_target")
+        return self._restored()
+
+    def to_latency_table(self, space):
+        from predictors.compile import exp_table, linear_table
+
+        check_is_fitted(self, "coef_")
+        table = self.coef_.reshape(space.n_layers, space.n_choices)
+        meta = {"predictor": type(self).__name__}
+        if self.log_target_:
+            return exp_table(space, table, self.intercept_, meta)
+        return linear_table(space, table, self.intercept_, meta)
+
 
 class _TotalLinear(ArchPredictor):
     column = 0
@@ -140,6 +164,23 @@ class _TotalLinear(ArchPredictor):
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
         return self.coef_ * self._total(X) + self.intercept_
+
+    def to_state(self) -> dict:
+        check_is_fitted(self, "coef_")
+        return {"coef": self.coef_, "intercept": self.intercept_}
+
+    def set_state(self, state, files):
+        self.coef_, self.intercept_ = state_float(state, "coef"), state_float(state, "intercept")
+        return self._restored()
+
+    def to_latency_table(self, space):
+        from predictors.compile import linear_table
+
+        check_is_fitted(self, "coef_")
+        flops, params, f0, p0 = layer_cost_tables(space)
+        base, fixed = (flops, f0) if self.column == 0 else (params, p0)
+        return linear_table(space, self.coef_ * base, self.coef_ * fixed + self.intercept_,
+                            {"predictor": type(self).__name__})
 
 
 class FlopsLinear(_TotalLinear):
@@ -270,3 +311,59 @@ class XGBLatencyPredictor(ArchPredictor):
     def predict(self, X) -> np.ndarray:
         z = self.decision_function(X)
         return np.exp(z) if self.log_target_ else z
+
+    # ---------------------------------------------------------------- state
+    def to_state(self) -> dict:
+        check_is_fitted(self, "n_trees_")
+        return {"linear_coef": as_list(self.linear_coef_), "linear_intercept": self.linear_intercept_,
+                "log_target": bool(self.log_target_), "n_trees": int(self.n_trees_)}
+
+    def to_files(self) -> dict[str, bytes]:
+        return {} if self.booster_ is None else {XGB_FILE: bytes(self.booster_.save_raw("json"))}
+
+    def set_state(self, state, files):
+        import xgboost as xgb
+
+        from latnas.errors import DataError
+        from latnas.safe_json import loads
+        from predictors.validate import check_xgb_json
+
+        self.linear_coef_ = state_vector(state, "linear_coef", self._n_onehot(), allow_none=True)
+        self.linear_intercept_ = state_float(state, "linear_intercept")
+        self.log_target_ = state_bool(state, "log_target")
+        self.n_trees_ = state_int(state, "n_trees")
+        self.booster_ = None
+        if self.n_trees_:
+            raw = files.get(XGB_FILE)
+            if raw is None:
+                raise PredictorFileError(f"XGBoost predictor with {self.n_trees_} trees has no {XGB_FILE}")
+            try:
+                doc = loads(raw, XGB_FILE)
+            except DataError as exc:
+                raise PredictorFileError(str(exc)) from None
+            n_trees = check_xgb_json(doc, len(self.feature_names), what=XGB_FILE)  # before native code sees it
+            if n_trees != self.n_trees_:
+                raise PredictorFileError(f"{XGB_FILE} holds {n_trees} trees, state.json says {self.n_trees_}")
+            booster = xgb.Booster()
+            try:
+                booster.load_model(bytearray(raw))
+            except xgb.core.XGBoostError as exc:
+                raise PredictorFileError(f"{XGB_FILE} is refused by XGBoost: {str(exc).splitlines()[0][:200]}") from None
+            self.booster_ = booster
+        return self._restored()
+
+    def to_latency_table(self, space):
+        from predictors.compile import exp_table, linear_table, xgb_layer_table
+
+        check_is_fitted(self, "n_trees_")
+        if not self.is_additive:
+            raise PredictorFileError("only additive XGBoost predictors (max_depth=1, totals=False) compile exactly")
+        L, C = space.n_layers, space.n_choices
+        table = np.zeros((L, C)) if self.linear_coef_ is None else self.linear_coef_.reshape(L, C).copy()
+        const = self.linear_intercept_
+        if self.booster_ is not None:
+            trees, c = xgb_layer_table(self.booster_, L, C)
+            table += trees
+            const += c
+        meta = {"predictor": type(self).__name__}
+        return exp_table(space, table, const, meta) if self.log_target_ else linear_table(space, table, const, meta)

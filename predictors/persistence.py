@@ -2,16 +2,22 @@
 
 Layout::
 
-    MODEL/meta.json    schema, predictor type, hyper-parameters, feature names,
-                       space, target / device, training-data hash and rows,
-                       library versions, metrics, sha256 of every other file
-    MODEL/state.json   learned arrays (coefficients, weights, knots, tree arrays)
-    MODEL/model.json   XGBoost's own JSON (``Booster.save_model``), xgb only
+    MODEL/meta.json    schema, predictor level and registered name, hyper-parameters
+                       (nested predictors inline), feature names, space, target /
+                       device, training-data hash and rows, library versions,
+                       metrics, sha256 of every other file
+    MODEL/state.json   learned arrays (the predictor's ``to_state()``)
+    MODEL/<file>       files in the model's own format (``to_files()``), e.g.
+                       XGBoost's ``model.json``
 
-Loading checks the schema version, every file's sha256, the feature names and
-the space (and, when asked, the target), and raises a one-line
-:class:`~latnas.errors.PredictorFileError` on any mismatch, corruption or
-missing file. Random forests are stored as their exported tree arrays.
+This module is generic: it calls the :class:`~predictors.base.SavedState`
+hooks and looks names up in :mod:`predictors.registry`. A predictor folder is
+untrusted input; loading refuses, with one :class:`PredictorFileError` line:
+a wrong schema, any file in the folder that ``meta.json`` does not list, a
+listed file missing or not matching its sha256, a space / target / feature
+mismatch, state the predictor's ``set_state`` rejects (tree structure is
+checked in Python before native code sees it), and a model whose predictions
+on a few random archs of its space are not finite and positive.
 """
 from __future__ import annotations
 
@@ -23,38 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import PredictorFileError
-from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest, tree_arrays
-from predictors.features import BLOCK_FEATURE_NAMES, arch_feature_names, onehot_feature_names
-from predictors.models import FlopsLinear, OneHotRidge, ParamsLinear, XGBLatencyPredictor, space_of
-from predictors.transfer import TransferPredictor
+from latnas.errors import DataError, LatnasError, PredictorFileError
+from latnas.safe_json import MAX_BYTES, loads
+from predictors.base import SavedState, space_of
 
 SCHEMA = "latnas.predictor/1"
 META = "meta.json"
 STATE = "state.json"
-BOOSTER = "model.json"
-
-TYPES = {
-    "xgb": XGBLatencyPredictor, "ridge": OneHotRidge, "flops": FlopsLinear, "params": ParamsLinear,
-    "transfer": TransferPredictor, "blocksum": BlockSumPredictor,
-}
-BLOCK_TYPES = {"rf": PerOpRandomForest, "lut": LookupTableSum}
-
-
-def type_name(model) -> str:
-    for name, cls in TYPES.items():
-        if type(model) is cls:
-            return name
-    raise PredictorFileError(f"cannot save a {type(model).__name__} (known: {', '.join(TYPES)})")
-
-
-def feature_names_of(model) -> list[str]:
-    space = space_of(model.space)
-    if isinstance(model, XGBLatencyPredictor):
-        return arch_feature_names(space, totals=model.totals)
-    if isinstance(model, BlockSumPredictor):
-        return list(BLOCK_FEATURE_NAMES)
-    return onehot_feature_names(space)
+MAX_META_BYTES = 64 * 1024 * 1024
+N_SANITY_ARCHS = 8
 
 
 def library_versions() -> dict[str, str]:
@@ -65,134 +48,8 @@ def library_versions() -> dict[str, str]:
             "xgboost": xgboost.__version__}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _arr(a) -> list | None:
-    return None if a is None else np.asarray(a, dtype=np.float64).tolist()
-
-
-def _plain_params(model) -> dict[str, Any]:
-    params = model.get_params(deep=False)
-    params.pop("source_models", None)
-    params.pop("block_model", None)
-    if "alphas" in params:
-        params["alphas"] = [float(a) for a in params["alphas"]]
-    return params
-
-
-# ------------------------------------------------------------------ state
-def _block_state(m) -> dict[str, Any]:
-    if isinstance(m, PerOpRandomForest):
-        forests = {op: [{k: v.tolist() for k, v in tr.items()} for tr in trees] for op, trees in m.forests_.items()}
-        return {"type": "rf", "params": m.get_params(), "forests": forests}
-    if isinstance(m, LookupTableSum):
-        return {"type": "lut", "params": m.get_params(), "rows": [list(k) for k in m.table_], "ms": list(m.table_.values())}
-    raise PredictorFileError(f"cannot save block model {type(m).__name__}")
-
-
-def _get_state(model) -> dict[str, Any]:
-    if isinstance(model, OneHotRidge):
-        return {"coef": _arr(model.coef_), "intercept": model.intercept_, "alpha": model.alpha_, "log_target": model.log_target_}
-    if isinstance(model, (FlopsLinear, ParamsLinear)):
-        return {"coef": model.coef_, "intercept": model.intercept_}
-    if isinstance(model, XGBLatencyPredictor):
-        return {"linear_coef": _arr(model.linear_coef_), "linear_intercept": model.linear_intercept_,
-                "log_target": model.log_target_, "n_trees": model.n_trees_}
-    if isinstance(model, TransferPredictor):
-        sources = {name: {"coef": _arr(m.coef_), "intercept": m.intercept_} for name, m in (model.source_models or {}).items()}
-        return {"sources": sources, "weights": _arr(model.weights_), "intercept": model.intercept_,
-                "resid_coef": _arr(model.resid_coef_), "resid_intercept": model.resid_intercept_,
-                "stage_coef": _arr(model.stage_coef_), "stage_intercept": model.stage_intercept_,
-                "source_names": model.source_names_}
-    if isinstance(model, BlockSumPredictor):
-        return {"block_model": _block_state(model.block_model), "knots_x": _arr(model.knots_x_), "knots_y": _arr(model.knots_y_)}
-    raise PredictorFileError(f"cannot save a {type(model).__name__}")
-
-
-def _restore_block(state: dict[str, Any]):
-    cls = BLOCK_TYPES[state["type"]]
-    m = cls(**state["params"])
-    if state["type"] == "rf":
-        m.forests_ = {op: [tree_arrays(tr) for tr in trees] for op, trees in state["forests"].items()}
-    else:
-        m.table_ = {tuple(float(v) for v in row): float(ms) for row, ms in zip(state["rows"], state["ms"])}
-    m.n_features_in_ = len(BLOCK_FEATURE_NAMES)
-    return m
-
-
-def _restore(name: str, params: dict[str, Any], state: dict[str, Any], folder: Path):
-    cls = TYPES[name]
-    if "alphas" in params:
-        params = {**params, "alphas": tuple(params["alphas"])}
-    if name == "transfer":
-        sources = {}
-        for src, s in state["sources"].items():
-            m = OneHotRidge(space=params["space"], target="linear")
-            m.coef_, m.intercept_, m.log_target_, m.alpha_ = np.asarray(s["coef"]), float(s["intercept"]), False, 0.0
-            m.n_features_in_ = space_of(params["space"]).n_layers
-            sources[src] = m
-        model = cls(source_models=sources, **params)
-        model.weights_, model.intercept_ = np.asarray(state["weights"]), float(state["intercept"])
-        model.resid_coef_, model.resid_intercept_ = np.asarray(state["resid_coef"]), float(state["resid_intercept"])
-        model.source_names_ = list(state["source_names"])
-        model.stage_coef_, model.stage_intercept_ = np.asarray(state["stage_coef"]), float(state["stage_intercept"])
-    elif name == "blocksum":
-        model = cls(block_model=_restore_block(state["block_model"]), **params)
-        kx, ky = state["knots_x"], state["knots_y"]
-        model.knots_x_ = None if kx is None else np.asarray(kx)
-        model.knots_y_ = None if ky is None else np.asarray(ky)
-    else:
-        model = cls(**params)
-        if name == "ridge":
-            model.coef_, model.intercept_ = np.asarray(state["coef"]), float(state["intercept"])
-            model.alpha_, model.log_target_ = float(state["alpha"]), bool(state["log_target"])
-        elif name in ("flops", "params"):
-            model.coef_, model.intercept_ = float(state["coef"]), float(state["intercept"])
-        elif name == "xgb":
-            import xgboost as xgb
-
-            lc = state["linear_coef"]
-            model.linear_coef_ = None if lc is None else np.asarray(lc)
-            model.linear_intercept_, model.log_target_ = float(state["linear_intercept"]), bool(state["log_target"])
-            model.n_trees_ = int(state["n_trees"])
-            model.booster_ = None
-            if model.n_trees_:
-                booster = xgb.Booster()
-                booster.load_model(str(folder / BOOSTER))
-                model.booster_ = booster
-    model.n_features_in_ = space_of(params["space"]).n_layers
-    return model
-
-
-# ------------------------------------------------------------------ save / load
-def save_predictor(model, folder: str | Path, **meta: Any) -> Path:
-    """Write ``model`` to ``folder`` (created); ``meta`` adds fields such as
-    ``target``, ``training`` (hash, rows), ``metrics``, ``fingerprint``."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise PredictorFileError(f"{folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    name = type_name(model)
-    files = {STATE: _get_state(model)}
-    (folder / STATE).write_text(json.dumps(files[STATE]))
-    hashes = {STATE: _sha256(folder / STATE)}
-    if name == "xgb" and model.booster_ is not None:
-        model.booster_.save_model(str(folder / BOOSTER))
-        hashes[BOOSTER] = _sha256(folder / BOOSTER)
-    doc = {
-        "schema": SCHEMA,
-        "predictor": name,
-        "params": _plain_params(model),
-        "space": model.space,
-        "feature_names": feature_names_of(model),
-        "libraries": library_versions(),
-        "files": hashes,
-        **meta,
-    }
-    (folder / META).write_text(json.dumps(doc, indent=1, default=_json_default))
-    return folder
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _json_default(o):
@@ -203,53 +60,222 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# ------------------------------------------------------------------ nested hyper-parameters
+def _nested_doc(model) -> dict[str, Any]:
+    from predictors.registry import registered_name
+
+    level, name = registered_name(model)
+    if model.to_files():
+        raise PredictorFileError(f"a nested {type(model).__name__} with its own files cannot be saved")
+    return {"level": level, "predictor": name, "params": encode_params(model), "state": model.to_state()}
+
+
+def _encode(value):
+    if isinstance(value, SavedState):
+        return {"$predictor": _nested_doc(value)}
+    if isinstance(value, dict) and value and all(isinstance(v, SavedState) for v in value.values()):
+        return {"$predictors": {str(k): _nested_doc(v) for k, v in value.items()}}
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def encode_params(model) -> dict[str, Any]:
+    """``get_params(deep=False)`` as JSON; predictor-valued parameters are saved inline."""
+    return {k: _encode(v) for k, v in model.get_params(deep=False).items()}
+
+
+def _restore_nested(doc: Any):
+    from predictors.registry import predictor_class
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        raise PredictorFileError("nested predictor entry is malformed")
+    return build(predictor_class(doc.get("level"), doc.get("predictor")), doc["params"], doc.get("state"), {})
+
+
+def _decode(value):
+    if isinstance(value, dict) and set(value) == {"$predictor"}:
+        return _restore_nested(value["$predictor"])
+    if isinstance(value, dict) and set(value) == {"$predictors"}:
+        inner = value["$predictors"]
+        if not isinstance(inner, dict):
+            raise PredictorFileError("nested predictors entry is malformed")
+        return {k: _restore_nested(v) for k, v in inner.items()}
+    if isinstance(value, list):
+        return tuple(_decode(v) for v in value)
+    return value
+
+
+def build(cls: type, params: dict[str, Any], state: Any, files: dict[str, bytes]):
+    """Instance of ``cls`` from saved hyper-parameters with its learned state restored (validated)."""
+    try:
+        model = cls(**{str(k): _decode(v) for k, v in params.items()})
+        if not isinstance(model, SavedState):
+            raise PredictorFileError(f"{cls.__name__} does not implement predictors.base.SavedState")
+        if not isinstance(state, dict):
+            raise PredictorFileError(f"{cls.__name__} state must be a JSON object")
+        return model.set_state(state, files)
+    except LatnasError as exc:
+        raise PredictorFileError(str(exc)) from None
+    except Exception as exc:  # malformed content that still matched its hash
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise PredictorFileError(f"{cls.__name__} cannot be restored: {type(exc).__name__}: {text}") from None
+
+
+# ------------------------------------------------------------------ save
+def save_predictor(model, folder: str | Path, **meta: Any) -> Path:
+    """Write ``model`` to ``folder`` (created); ``meta`` adds fields such as
+    ``target``, ``training`` (hash, rows), ``metrics``, ``fingerprint``."""
+    from predictors.registry import registered_name
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PredictorFileError(f"{folder} exists and is not a folder")
+    level, name = registered_name(model)
+    blobs = {STATE: json.dumps(model.to_state(), default=_json_default).encode()}
+    for fname, data in model.to_files().items():
+        if fname in (META, STATE) or Path(fname).name != fname:
+            raise PredictorFileError(f"{type(model).__name__} wants to write a bad file name {fname!r}")
+        blobs[fname] = bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, data in blobs.items():
+        (folder / fname).write_bytes(data)
+    doc = {
+        "schema": SCHEMA,
+        "level": level,
+        "predictor": name,
+        "params": encode_params(model),
+        "space": getattr(model, "space", None),
+        "feature_names": list(model.feature_names),
+        "libraries": library_versions(),
+        "files": {fname: _sha256(data) for fname, data in blobs.items()},
+        **meta,
+    }
+    (folder / META).write_text(json.dumps(doc, indent=1, default=_json_default))
+    return folder
+
+
+# ------------------------------------------------------------------ load
+def _read_bounded(path: Path, limit: int) -> bytes:
+    try:
+        if path.stat().st_size > limit:
+            raise PredictorFileError(f"{path} is larger than {limit} bytes; refused")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PredictorFileError(f"{path} is missing") from None
+    except OSError as exc:
+        raise PredictorFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _parse(data: bytes, what: str):
+    try:
+        return loads(data, what)
+    except DataError as exc:
+        raise PredictorFileError(str(exc)) from None
+
+
 def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The checked ``meta.json`` of a model folder (schema, listed files)."""
     folder = Path(folder)
     if not folder.exists():
         raise PredictorFileError(f"model {folder} does not exist")
     if not folder.is_dir():
         raise PredictorFileError(f"model {folder} is not a model folder (expected {META} inside)")
+    if not (folder / META).is_file():
+        raise PredictorFileError(f"model {folder} has no {META}")
     try:
-        meta = json.loads((folder / META).read_text())
-    except FileNotFoundError:
-        raise PredictorFileError(f"model {folder} has no {META}") from None
-    except (OSError, ValueError) as exc:
-        raise PredictorFileError(f"model {folder}/{META} is corrupt: {str(exc).splitlines()[0]}") from None
+        meta = loads(_read_bounded(folder / META, MAX_META_BYTES), f"{folder}/{META}")
+    except DataError as exc:
+        raise PredictorFileError(f"model {folder}/{META} is corrupt: {exc}") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         found = meta.get("schema") if isinstance(meta, dict) else None
-        raise PredictorFileError(f"model {folder} has schema {found!r}; this latnas reads {SCHEMA}")
+        raise PredictorFileError(f"model {folder} has schema {str(found)[:60]!r}; this latnas reads {SCHEMA}")
+    files = meta.get("files")
+    if not isinstance(files, dict) or STATE not in files or not all(isinstance(v, str) for v in files.values()):
+        raise PredictorFileError(f"model {folder}/{META} lists no files")
     return meta
+
+
+def read_files(folder: str | Path, meta: dict[str, Any]) -> dict[str, bytes]:
+    """Every listed file's bytes, hash-checked; anything in the folder that is not listed is refused."""
+    folder = Path(folder)
+    listed = meta["files"]
+    for entry in sorted(folder.iterdir()):
+        if entry.name != META and entry.name not in listed:
+            raise PredictorFileError(f"model {folder} holds {entry.name}, which {META} does not list; refused")
+    out = {}
+    for fname, digest in listed.items():
+        path = folder / fname
+        if Path(fname).name != fname or fname == META or not path.is_file():
+            raise PredictorFileError(f"model {folder} is missing {fname}")
+        data = _read_bounded(path, MAX_BYTES)
+        if _sha256(data) != digest:
+            raise PredictorFileError(f"model {folder}/{fname} does not match its sha256 in {META} (modified or corrupt)")
+        out[fname] = data
+    return out
+
+
+def sanity_check(model, meta: dict[str, Any], n: int = N_SANITY_ARCHS) -> None:
+    """Refuse an arch-level model whose predictions on random archs of its space (or, for
+    models that only cover measured blocks, its training archs) are not finite and positive."""
+    if getattr(model, "level", "arch") != "arch":
+        return
+    space = space_of(model.space)
+    batches = [np.array(space.random_archs(n, rng=0, unique=False), dtype=np.int64)]
+    trained = [a for a in ((meta.get("training") or {}).get("train_archs") or [])[:n] if isinstance(a, str)]
+    refused = None
+    for archs in batches + ([trained] if trained else []):
+        try:
+            if isinstance(archs, list):
+                archs = np.array([space.parse_arch(a) for a in archs], dtype=np.int64)
+            pred = np.asarray(model.predict(archs), dtype=np.float64)
+        except LatnasError as exc:  # e.g. a lookup table without some blocks: try the training archs
+            refused = str(exc)
+            continue
+        if pred.shape != (len(archs),) or not np.all(np.isfinite(pred)) or np.any(pred <= 0):
+            raise PredictorFileError("model predicts non-finite or non-positive latency for archs of its space; refused")
+        return
+    raise PredictorFileError(f"model cannot predict archs of its space: {refused}")
 
 
 def load_predictor(folder: str | Path, space: str | None = None, target: str | None = None):
     """Load a saved predictor; returns ``(model, meta)``. ``space``/``target``
     (optional) must match what the model was trained for."""
+    from predictors.registry import predictor_class
+
     folder = Path(folder)
     meta = read_meta(folder)
-    name = meta.get("predictor")
-    if name not in TYPES:
-        raise PredictorFileError(f"model {folder} has unknown predictor type {name!r}")
-    files = meta.get("files")
-    if not isinstance(files, dict) or STATE not in files:
-        raise PredictorFileError(f"model {folder}/{META} lists no files")
-    for fname, digest in files.items():
-        path = folder / fname
-        if Path(fname).name != fname or not path.is_file():
-            raise PredictorFileError(f"model {folder} is missing {fname}")
-        if _sha256(path) != digest:
-            raise PredictorFileError(f"model {folder}/{fname} does not match its sha256 in {META} (modified or corrupt)")
+    files = read_files(folder, meta)
     if space is not None and meta.get("space") != space:
         raise PredictorFileError(f"model {folder} is for space {meta.get('space')!r}, not {space!r}")
     if target is not None and meta.get("target") not in (None, target):
         raise PredictorFileError(f"model {folder} was trained for target {meta.get('target')!r}, not {target!r}")
+    cls = predictor_class(meta.get("level", "arch"), meta.get("predictor"))
+    if not isinstance(meta.get("params"), dict):
+        raise PredictorFileError(f"model {folder}/{META} has no params object")
+    state = _parse(files.pop(STATE), f"{folder}/{STATE}")
     try:
-        params = dict(meta["params"])
-        state = json.loads((folder / STATE).read_text())
-        model = _restore(name, params, state, folder)
-    except PredictorFileError:
-        raise
-    except Exception as exc:  # malformed content that still matched its hash
-        raise PredictorFileError(f"model {folder} cannot be restored: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if feature_names_of(model) != meta.get("feature_names"):
-        raise PredictorFileError(f"model {folder} feature names do not match this latnas's {meta.get('space')!r} space")
+        model = build(cls, meta["params"], state, files)
+        if list(model.feature_names) != meta.get("feature_names"):
+            raise PredictorFileError(f"feature names do not match this latnas's {meta.get('space')!r} space")
+        sanity_check(model, meta)
+    except LatnasError as exc:
+        raise PredictorFileError(f"model {folder}: {exc}") from None
     return model, meta
+
+
+def load_latency_table(folder: str | Path, space):
+    """Verify a predictor folder, load it and compile it into a LatencyTable for ``space``
+    (a :class:`~latnas.spaces.base.SearchSpace`); the one way search should read a folder."""
+    from predictors.compile import compile_predictor
+
+    model, meta = load_predictor(folder, space=space.name)
+    parts = [str(meta.get(k)) for k in ("target", "device", "backend") if meta.get(k)]
+    fp = meta.get("fingerprint")
+    if isinstance(fp, str) and fp:
+        parts.append(fp)
+    table = compile_predictor(model, device=" ".join(dict.fromkeys(parts)))
+    table.meta.setdefault("predictor_folder", str(folder))
+    return table

@@ -31,14 +31,46 @@ def split_rows(n_rows: int, n_train: int, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def make_arch_model(name: str, space: str, source_models=None, **params):
+    """A registered arch-level predictor for ``space`` (``source_models`` go to those that take them)."""
     from predictors.registry import PREDICTORS
 
     cls = PREDICTORS.get(name)
-    if name == "transfer":
-        return cls(space=space, source_models=source_models, **params)
-    if name == "blocksum":
-        raise DataError("model 'blocksum' is trained from a profile store (--store), not from a table")
-    return cls(space=space, **params)
+    if not getattr(cls, "table_trainable", True):
+        raise DataError(f"model {name!r} is trained from a profile store (--store), not from a table")
+    if source_models is not None:
+        params = {**params, "source_models": source_models}
+    try:
+        return cls(space=space, **params)
+    except TypeError as exc:
+        raise DataError(f"model {name!r} does not take these parameters: {str(exc)[:200]}") from None
+
+
+def fit_block_model(name: str, specs, block_ms, **params):
+    """Fit a registered block-level model on profiled blocks."""
+    from predictors.features import block_features
+    from predictors.registry import BLOCK_PREDICTORS
+
+    return BLOCK_PREDICTORS.get(name)(**params).fit(block_features(list(specs)), block_ms)
+
+
+def target_rows(y: np.ndarray, target: str) -> tuple[np.ndarray, int]:
+    """Rows of ``target`` to train on and the number of empty (NaN) rows skipped.
+
+    Empty cells are skipped (counted); a column with no value, or any
+    infinite, zero or negative latency, is refused with one line.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    empty = np.isnan(y)
+    if empty.all():
+        raise DataError(f"target column {target!r} has no latency values")
+    bad = np.flatnonzero(~empty & ~(np.isfinite(y) & (y > 0)))
+    if bad.size:
+        raise DataError(f"target column {target!r} has {bad.size} infinite, zero or negative latencies "
+                        f"(first at data row {bad[0] + 1}: {y[bad[0]]}); latencies must be positive ms")
+    skipped = int(empty.sum())
+    if skipped:
+        logger.warning("target %s: skipped %d rows with no latency", target, skipped)
+    return np.flatnonzero(~empty), skipped
 
 
 def train_arch_model(table: ArchTable, target: str, model: str = "xgb", n_train: int | None = None, seed: int = 0,
@@ -51,7 +83,7 @@ def train_arch_model(table: ArchTable, target: str, model: str = "xgb", n_train:
     target itself only contributes its ``n_train`` rows. Returns (model, meta).
     """
     y_all = table.column(target)
-    usable = np.flatnonzero(_usable(y_all))
+    usable, skipped = target_rows(y_all, target)
     n_train = len(usable) if n_train is None else n_train
     tr_pos, te_pos = split_rows(len(usable), n_train, seed)
     tr, te = usable[tr_pos], usable[te_pos]
@@ -70,7 +102,7 @@ def train_arch_model(table: ArchTable, target: str, model: str = "xgb", n_train:
         "target": target,
         "device": target[:-3] if target.endswith("_ms") else target,
         "training": {
-            "n_train": int(len(tr)), "seed": int(seed), "rows_sha256": rows_hash(table.archs[tr], y_all[tr]),
+            "n_train": int(len(tr)), "seed": int(seed), "skipped_empty_rows": skipped, "rows_sha256": rows_hash(table.archs[tr], y_all[tr]),
             "train_rows": tr.tolist(), "train_archs": [table.arch_strings[i] for i in tr],
         },
     }
@@ -121,7 +153,7 @@ def train_block_model(records, backend: str, space: str = "fbnet", fingerprint: 
                       block_model: str = "rf", correction: str = "linear", params: dict[str, Any] | None = None,
                       stat: str = "median_ms"):
     """Block-level model from profile records (+ correction from whole-model rows of ``space``)."""
-    from predictors.block_models import BlockSumPredictor, fit_block_model
+    from predictors.block_models import BlockSumPredictor
 
     data = load_block_table(records, backend=backend, fingerprint=fingerprint, space=space, stat=stat)
     if len(data.specs) < 2:

@@ -28,7 +28,8 @@ import numpy as np
 from scipy.optimize import nnls
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import DataError
+from latnas.errors import DataError, PredictorFileError
+from predictors.base import as_list, state_float, state_vector
 from predictors.features import layer_cost_tables
 from predictors.linear import ridge_loo
 from predictors.models import DEFAULT_ALPHAS, ArchPredictor, OneHotRidge, _y
@@ -161,3 +162,38 @@ class TransferPredictor(ArchPredictor):
         if np.any(self.stage_coef_):
             out = out + self._stage_design(archs) @ self.stage_coef_
         return out + self.stage_intercept_ + self._onehot(archs) @ self.resid_coef_ + self.resid_intercept_
+
+    # ---------------------------------------------------------------- state
+    def to_state(self) -> dict:
+        """Learned weights; the source models are hyper-parameters, saved nested by persistence."""
+        check_is_fitted(self, "weights_")
+        return {"weights": as_list(self.weights_), "intercept": self.intercept_,
+                "resid_coef": as_list(self.resid_coef_), "resid_intercept": self.resid_intercept_,
+                "stage_coef": as_list(self.stage_coef_), "stage_intercept": self.stage_intercept_,
+                "source_names": list(self.source_names_)}
+
+    def set_state(self, state, files):
+        sp = self._space()
+        names = state.get("source_names")
+        expected = list(self.source_models or {}) + (["total_mflops"] if self.use_flops else [])
+        if names != expected:
+            raise PredictorFileError(f"transfer state names sources {str(names)[:80]}, its parameters give {expected}")
+        try:
+            n_tables = len(self._source_tables())
+        except DataError as exc:
+            raise PredictorFileError(str(exc)) from None
+        self.source_names_ = expected
+        self.weights_ = state_vector(state, "weights", len(expected))
+        self.intercept_ = state_float(state, "intercept")
+        self.resid_coef_ = state_vector(state, "resid_coef", sp.n_layers * sp.n_choices)
+        self.resid_intercept_ = state_float(state, "resid_intercept")
+        self.stage_coef_ = state_vector(state, "stage_coef", n_tables * len(np.unique(self._stages())))
+        self.stage_intercept_ = state_float(state, "stage_intercept")
+        self.n_features_in_ = sp.n_layers
+        return self
+
+    def to_latency_table(self, space):
+        from predictors.compile import linear_table
+
+        coef, b = self.effective_linear()
+        return linear_table(space, coef.reshape(space.n_layers, space.n_choices), b, {"predictor": type(self).__name__})

@@ -1,10 +1,10 @@
 """`latnas train | eval | predict`: latency predictors from the command line.
 
     latnas train --table PATH --target COLUMN --space fbnet --n-train N --seed S -o MODEL
-                 [--model xgb|ridge|flops|params] [--transfer-from COL1,COL2,...]
+                 [--model xgb|ridge|flops|params|<registered>] [--transfer-from COL1,COL2,...] [--arch-column NAME]
     latnas train --store profiles.db --backend onnxruntime [--space fbnet] -o MODEL [--stat median_ms|min_ms]
-    latnas eval MODEL --table PATH --target COLUMN [--exclude-train] [--json] [--plots DIR]
-    latnas predict MODEL (--arch DIGITS | --archs FILE)
+    latnas eval MODEL --table PATH --target COLUMN [--exclude-train] [--json] [--plots DIR] [--arch-column NAME]
+    latnas predict MODEL (--arch DIGITS | --archs FILE | --table PATH [--arch-column NAME])
 """
 from __future__ import annotations
 
@@ -27,24 +27,20 @@ def _clean(obj):
 
 
 def _store_records(path: Path, backend: str, fingerprint: str | None) -> list[dict]:
-    """Plain records from a profile store (via the profilers' public export)."""
-    from latnas.errors import StoreError
+    """Plain records from a profile store (the profilers' public export, the one read path)."""
+    from profilers.store import ProfileStore
 
-    if not path.is_file():
-        raise StoreError(f"profile store {path} does not exist")
-    try:
-        from profilers.store import ProfileStore
-    except ImportError:  # profilers not installed: read the SQLite file with plain SQL
-        from predictors.data import read_store_records
-
-        return read_store_records(path)
     with ProfileStore(path, fingerprint=fingerprint) as store:
         return store.to_records(backend=backend) if fingerprint else store.to_records(backend=backend, all_devices=True)
 
 
+ARCH_COLUMN_HELP = "column holding the archs (default: 'arch', else 'arch_str')"
+
+
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="model folder to write"),
-    table: Optional[Path] = typer.Option(None, "--table", help="CSV with an 'arch' column and <device>_ms columns"),
+    table: Optional[Path] = typer.Option(None, "--table", help="CSV with an arch column and <device>_ms columns"),
+    arch_column: Optional[str] = typer.Option(None, "--arch-column", help=ARCH_COLUMN_HELP),
     target: Optional[str] = typer.Option(None, "--target", help="latency column to learn, e.g. raspi4_ms"),
     space: str = typer.Option("fbnet", "--space", help="search space of the archs"),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="rows to train on (random, by --seed); default all"),
@@ -82,7 +78,7 @@ def train(
         from predictors.data import load_arch_table
         from predictors.train import train_arch_model
 
-        tab = load_arch_table(table, space_of(space))
+        tab = load_arch_table(table, space_of(space), arch_column)
         sources = [c.strip() for c in transfer_from.split(",") if c.strip()] if transfer_from else None
         params = {"n_estimators": n_estimators} if n_estimators and model == "xgb" and not sources else None
         est, meta = train_arch_model(tab, target, model, n_train, seed, sources, params)
@@ -100,7 +96,8 @@ def train(
 
 def eval_(
     model_dir: Path = typer.Argument(..., metavar="MODEL", help="model folder written by `latnas train`"),
-    table: Path = typer.Option(..., "--table", help="CSV with an 'arch' column and the target column"),
+    table: Path = typer.Option(..., "--table", help="CSV with an arch column and the target column"),
+    arch_column: Optional[str] = typer.Option(None, "--arch-column", help=ARCH_COLUMN_HELP),
     target: str = typer.Option(..., "--target", help="measured latency column to compare with"),
     space: Optional[str] = typer.Option(None, "--space", help="expected space (checked against the model)"),
     exclude_train: bool = typer.Option(False, "--exclude-train", help="leave out the archs the model was trained on"),
@@ -118,7 +115,7 @@ def eval_(
         from latnas.errors import PredictorFileError
 
         raise PredictorFileError(f"model {model_dir} was trained for {meta.get('target')!r}, not {target!r}")
-    tab = load_arch_table(table, space_of(meta["space"]))
+    tab = load_arch_table(table, space_of(meta["space"]), arch_column)
     metrics, rows, pred = eval_model(est, meta, tab, target, exclude_train)
     if plots is not None:
         from predictors.plots import accuracy_plots
@@ -133,6 +130,8 @@ def predict(
     model_dir: Path = typer.Argument(..., metavar="MODEL", help="model folder written by `latnas train`"),
     arch: Optional[str] = typer.Option(None, "--arch", help="one arch, e.g. 7818488874147327324245"),
     archs: Optional[Path] = typer.Option(None, "--archs", help="file with one arch per line"),
+    table: Optional[Path] = typer.Option(None, "--table", help="CSV whose arch column to predict"),
+    arch_column: Optional[str] = typer.Option(None, "--arch-column", help=ARCH_COLUMN_HELP),
 ) -> None:
     """Predict latency (ms) of archs; prints `arch<TAB>ms` per arch."""
     import numpy as np
@@ -140,10 +139,17 @@ def predict(
     from predictors.models import space_of
     from predictors.persistence import load_predictor
 
-    if (arch is None) == (archs is None):
-        raise DataError("give exactly one of --arch or --archs")
+    if sum(x is not None for x in (arch, archs, table)) != 1:
+        raise DataError("give exactly one of --arch, --archs or --table")
     est, meta = load_predictor(model_dir)
     sp = space_of(meta["space"])
+    if table is not None:
+        from predictors.data import load_arch_table
+
+        tab = load_arch_table(table, sp, arch_column)
+        for t, p in zip(tab.arch_strings, est.predict(tab.archs)):
+            typer.echo(f"{t}\t{p:.4f}")
+        return
     if arch is not None:
         texts = [arch.strip()]
     else:
