@@ -10,13 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from latnas.errors import LatnasError
+from profilers.runtimes import ExportError  # noqa: F401  (one class: latnas.errors.ExportError when present)
 
 log = logging.getLogger(__name__)
-
-
-class ExportError(LatnasError):
-    """An export that cannot run: training-mode model, bad checkpoint, failed conversion."""
 
 
 @dataclass

@@ -1,40 +1,32 @@
-"""ONNX export: ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX Runtime parity."""
+"""ONNX export: the runtimes layer's exporter (dynamo) -> ``onnx.checker`` -> ONNX Runtime parity.
+
+The file is written by :func:`profilers.runtimes.onnx.export_onnx` (the same
+function the profiler backends use) with ``dynamo=True``.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from latnas.export.common import ExportError, ExportResult, Parity, reference_output, require_eval
+from profilers.runtimes.onnx import DEFAULT_OPSET, export_onnx as runtime_export_onnx, onnx_node_count
 
 log = logging.getLogger(__name__)
 
 ONNX_TOLERANCE = 1e-4
-DEFAULT_OPSET = 18
+SHIP_DYNAMO = True  # what `latnas export` ships: the dynamo exporter's graph
+
+__all__ = ["DEFAULT_OPSET", "ONNX_TOLERANCE", "export_onnx", "model_node_count", "onnx_node_count", "run_onnxruntime"]
 
 
-def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                model, (example,), str(path), opset_version=opset, dynamo=True, external_data=False,
-                input_names=["input"], output_names=["output"], verbose=False,
-            )
-        except Exception as exc:
-            raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0][:200]}") from None
-
-
-def onnx_node_count(path: str | Path) -> int:
-    """Top-level graph nodes of an ONNX file."""
-    import onnx
-
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
+def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """The shipped export (kept for callers of the old helper)."""
+    runtime_export_onnx(model, example, path, dynamo=SHIP_DYNAMO, opset=opset)
 
 
 def model_node_count(model: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET) -> int:
