@@ -41,29 +41,65 @@ def _fold_sequential_conv_bn(model: nn.Module) -> int:
     return folded
 
 
+def _fuse_method(module: nn.Module):
+    """The first of :data:`FUSE_METHODS` that ``module`` has and that takes no arguments, or None."""
+    for name in FUSE_METHODS:
+        method = getattr(module, name, None)
+        if callable(method) and _takes_no_arguments(method):
+            return method
+    return None
+
+
+def _fuse_tree(module: nn.Module, done: dict[int, tuple[nn.Module, nn.Module, bool]]) -> nn.Module:
+    """Fuse ``module``'s subtree, children before parents; return what replaces ``module``.
+
+    Both block conventions are honoured: a fuse method that works in place
+    (returning None or the block itself) keeps the block; one that returns a
+    different module (timm/LeViT ``fuse()``) has that module put back into the
+    parent with ``setattr``. ``done`` maps each visited module's id to
+    ``(module, result, fused)`` (holding the module keeps its id unique), so a
+    module shared by several parents is fused once and stays shared.
+    """
+    if id(module) in done:
+        return done[id(module)][1]
+    for name, child in list(module._modules.items()):  # not named_children(): it hides repeats of a shared child
+        if child is None:
+            continue
+        new = _fuse_tree(child, done)
+        if new is not child:
+            setattr(module, name, new)
+    result = module
+    method = _fuse_method(module)
+    if method is not None:
+        out = method()
+        if isinstance(out, nn.Module) and out is not module:
+            result = out
+    done[id(module)] = (module, result, method is not None)
+    return result
+
+
 def reparameterize_model(model: nn.Module, inplace: bool = False, fold_bn: bool = True) -> nn.Module:
     """Return the deploy (fused) form of ``model``, in eval mode.
 
     Every submodule with a ``reparameterize()``, ``switch_to_deploy()`` or
-    ``fuse()`` method callable without arguments is fused (children before parents), then, with
-    ``fold_bn``, remaining ``Conv2d -> BatchNorm2d`` pairs in ``nn.Sequential``
-    containers are folded. Fusion uses BN running statistics, so the model is
-    put in eval mode first. Idempotent: fusing a fused model changes nothing.
-    The input is deep-copied unless ``inplace``.
+    ``fuse()`` method callable without arguments is fused (children before
+    parents); when that method returns a different module, the returned module
+    replaces the block in its parent (the timm convention), otherwise the block
+    is taken to have fused in place. Then, with ``fold_bn``, remaining
+    ``Conv2d -> BatchNorm2d`` pairs in ``nn.Sequential`` containers are folded.
+    Fusion uses BN running statistics, so the model is put in eval mode first.
+    Idempotent: fusing a fused model changes nothing. The input is deep-copied
+    unless ``inplace``; always use the returned model (the root itself may be
+    replaced).
     """
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    fused = 0
-    # children before parents, so a parent's own fuse sees already-fused children
-    for _, module in reversed(list(model.named_modules())):
-        for name in FUSE_METHODS:
-            method = getattr(module, name, None)
-            if callable(method) and _takes_no_arguments(method):
-                method()
-                fused += 1
-                break
+    done: dict[int, tuple[nn.Module, nn.Module, bool]] = {}
+    model = _fuse_tree(model, done)
+    fused = sum(called for _, _, called in done.values())
+    replaced = sum(old is not new for old, new, _ in done.values())
     folded = _fold_sequential_conv_bn(model) if fold_bn else 0
     model.eval()
-    log.debug("reparameterized %d modules, folded %d conv-BN pairs", fused, folded)
+    log.debug("fused %d modules (%d replaced), folded %d conv-BN pairs", fused, replaced, folded)
     return model
