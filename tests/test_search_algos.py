@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from latnas.errors import DataError
-from latnas.search import SearchContext, run_algorithm
+from latnas.search import Budget, SearchContext, run_algorithm
 from latnas.search.checkpoint import CHECKPOINT_NAME
 from latnas.search.hournas import cheapest_choices, shrink_mask
 from latnas.search.nse import grow_subset, initial_subset
@@ -68,7 +68,8 @@ def test_hournas_meets_budget_and_reports_phases(fbnet, frac):
     hi = float(table.predict(np.nanargmax(table.table, axis=1)[None])[0])
     budget = lo + frac * (hi - lo)
     scorer = CountingScorer(table)
-    ctx = SearchContext(space=fbnet, latency=table, budget=budget, evals=60, seed=0, options={"scorer": scorer, "pop_size": 10})
+    ctx = SearchContext(space=fbnet, latency=table, budget=Budget(budget, "ms"), evals=60, seed=0, scorer=scorer,
+                        options={"pop_size": 10})
     res = run_algorithm("hournas", ctx)
     assert res.archs and np.all(np.asarray(res.predicted) <= budget)
     assert res.evals <= 60 and scorer.calls == res.evals
@@ -85,8 +86,8 @@ def test_nse_subset_grows_and_best_never_decreases(fbnet):
     table = synthetic_table(fbnet, seed=5)
     _, lo = table.min_arch()
     budget = lo * 1.6
-    ctx = SearchContext(space=fbnet, latency=table, budget=budget, evals=80, seed=0,
-                        options={"scorer": CountingScorer(table), "rounds": 4, "init_size": 2, "grow": 2, "pop_size": 10})
+    ctx = SearchContext(space=fbnet, latency=table, budget=Budget(budget, "ms"), evals=80, seed=0, scorer=CountingScorer(table),
+                        options={"rounds": 4, "init_size": 2, "grow": 2, "pop_size": 10})
     res = run_algorithm("nse", ctx)
     rounds = res.extra["rounds"]
     assert len(rounds) == 4
@@ -115,16 +116,11 @@ def test_nse_grow_adds_cost_neighbours(fbnet):
         assert abs(table.table[l, new] - table.table[l, best[l]]) == pytest.approx(dist.min())
 
 
-def test_nse_works_on_multibranch_space_when_present():
-    from latnas.spaces import SPACES
-
-    name = next((n for n in SPACES.names() if "rep" in n), None)
-    if name is None:
-        pytest.skip("no re-parameterizable (repnas) space registered in this checkout")
-    space = get_space(name)
+def test_nse_works_on_the_multibranch_repnas_space():
+    space = get_space("repnas")  # ships with latnas: no skip
     table = synthetic_table(space)
     res = run_algorithm("nse", SearchContext(space=space, latency=table, budget=None, evals=30, seed=0,
-                                             options={"scorer": CountingScorer(table), "rounds": 2}))
+                                             scorer=CountingScorer(table), options={"rounds": 2}))
     assert res.archs and res.extra["rounds"][1]["subset_total"] > res.extra["rounds"][0]["subset_total"]
 
 
@@ -135,8 +131,8 @@ def test_interrupted_search_resumes_to_the_same_result(fbnet, tmp_path, algo):
     budget = table.min_arch()[1] * 1.8
 
     def ctx(scorer, workdir, resume=False):
-        return SearchContext(space=fbnet, latency=table, budget=budget, evals=50, seed=3, workdir=workdir,
-                             options={"scorer": scorer, "scorer_key": "synthetic", "pop_size": 10, "resume": resume})
+        return SearchContext(space=fbnet, latency=table, budget=Budget(budget, "ms"), evals=50, seed=3, workdir=workdir,
+                             scorer=scorer, scorer_key="synthetic", resume=resume, options={"pop_size": 10})
 
     full = run_algorithm(algo, ctx(CountingScorer(table), tmp_path / "full"))
     broken = CountingScorer(table, fail_after=27)
@@ -152,8 +148,8 @@ def test_interrupted_search_resumes_to_the_same_result(fbnet, tmp_path, algo):
 
 def test_resume_refuses_checkpoint_with_other_scores(fbnet, tmp_path):
     table = synthetic_table(fbnet)
-    opts = {"scorer": CountingScorer(table), "scorer_key": "a"}
-    run_algorithm("nsga2", SearchContext(space=fbnet, latency=table, evals=12, workdir=tmp_path, options=opts))
-    opts = {"scorer": CountingScorer(table), "scorer_key": "b", "resume": True}
+    run_algorithm("nsga2", SearchContext(space=fbnet, latency=table, evals=12, workdir=tmp_path,
+                                         scorer=CountingScorer(table), scorer_key="a"))
     with pytest.raises(DataError, match="remove it"):
-        run_algorithm("nsga2", SearchContext(space=fbnet, latency=table, evals=12, workdir=tmp_path, options=opts))
+        run_algorithm("nsga2", SearchContext(space=fbnet, latency=table, evals=12, workdir=tmp_path,
+                                             scorer=CountingScorer(table), scorer_key="b", resume=True))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from latnas.cli.main import main
-from latnas.search.loop import Budget, parse_budget
+from latnas.search.budget import Budget, parse_budget
 from latnas.spaces import get_space
 from latnas.errors import DataError
 
@@ -37,9 +37,12 @@ def test_parse_budget():
     assert parse_budget("300MFLOPs") == Budget(300.0, "MFLOPs")
     assert parse_budget("0.3GFLOPs") == Budget(300.0, "MFLOPs")
     assert parse_budget(None) is None
-    for bad in ("fast", "4.5 parsecs", "-1ms", "0"):
+    for bad in ("fast", "4.5 parsecs", "-1ms", "0", "1e999ms", "1e999", "nan", "inf ms", "0us"):
         with pytest.raises(DataError):
             parse_budget(bad)
+    for value, unit in ((float("inf"), "ms"), (float("nan"), "ms"), (-2.0, "ms"), (0.0, "MFLOPs"), (3.0, "parsecs")):
+        with pytest.raises(DataError):
+            Budget(value, unit)
 
 
 def test_cli_search_writes_front_within_budget(table_json, tmp_path, capsys):
@@ -151,11 +154,11 @@ def test_cli_accepts_saved_predictor_folder(tmp_path, capsys):
     assert np.all(pred <= budget + 1e-4)
 
 
-def test_option_pass_through_is_typed_and_validated():
+def test_option_pass_through_keeps_strings_and_validates():
     from latnas.cli.search_cmd import parse_options
     from latnas.errors import DataError
 
     assert parse_options(["epochs=2", "tau=1.5", "hard=true", "name=abc"]) == {
-        "epochs": 2, "tau": 1.5, "hard": True, "name": "abc"}
+        "epochs": "2", "tau": "1.5", "hard": "true", "name": "abc"}
     with pytest.raises(DataError, match="KEY=VALUE"):
         parse_options(["epochs"])

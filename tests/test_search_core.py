@@ -5,9 +5,16 @@ import numpy as np
 import pytest
 
 from latnas.errors import DataError
-from latnas.search import SearchContext, run_algorithm
+from latnas.search import Budget, SearchContext, run_algorithm
 from latnas.search.data import load_data
-from latnas.search.problem import ArchEvaluator, ArchProblem, nearest_allowed_map, pareto_indices, repair_to_mask
+from latnas.search.problem import (
+    ArchEvaluator,
+    ArchProblem,
+    SearchProblem,
+    nearest_allowed_map,
+    pareto_indices,
+    repair_to_mask,
+)
 from latnas.search.rwe import RWEConfig, RWEScorer, linear_probe_accuracy
 from latnas.spaces import get_space
 
@@ -135,12 +142,13 @@ def test_problem_shapes_and_constraint_sign(fbnet):
     scorer = CountingScorer(table)
     _, min_lat = table.min_arch()
     budget = min_lat + 1.0
-    ev = ArchEvaluator(fbnet, table, scorer, budget=budget, max_evals=100)
+    ev = ArchEvaluator(SearchProblem(fbnet, table, scorer, budget=Budget(budget, "ms")), max_evals=100)
     problem = ArchProblem(ev)
     assert problem.n_var == fbnet.n_layers and problem.n_obj == 2 and problem.n_ieq_constr == 1
     assert problem.xl.min() == 0 and problem.xu.max() == fbnet.n_choices - 1
     X = np.array(fbnet.random_archs(10, rng=0) + [tuple(table.min_arch()[0])])
     out = {}
+    ev.evaluate(X)  # score first (ask/tell); the pymoo problem only reads the scores
     problem._evaluate(X, out)
     lat = table.predict(X)
     assert out["F"].shape == (11, 2) and out["G"].shape == (11, 1)
@@ -157,7 +165,7 @@ def test_problem_shapes_and_constraint_sign(fbnet):
 def test_evaluator_stops_at_eval_bound(fbnet):
     table = synthetic_table(fbnet)
     scorer = CountingScorer(table)
-    ev = ArchEvaluator(fbnet, table, scorer, budget=None, max_evals=5)
+    ev = ArchEvaluator(SearchProblem(fbnet, table, scorer), max_evals=5)
     scores, _ = ev.evaluate(np.array(fbnet.random_archs(8, rng=1)))
     assert ev.n_evals == 5 == scorer.calls
     assert np.isnan(scores).sum() == 3
@@ -185,7 +193,8 @@ def test_nsga2_small_budget_returns_feasible_non_dominated_front(fbnet):
     _, min_lat = table.min_arch()
     budget = min_lat + 0.35 * (float(table.predict(np.nanargmax(table.table, axis=1)[None])[0]) - min_lat)
     scorer = CountingScorer(table)
-    ctx = SearchContext(space=fbnet, latency=table, budget=budget, evals=60, seed=0, options={"scorer": scorer, "pop_size": 12})
+    ctx = SearchContext(space=fbnet, latency=table, budget=Budget(budget, "ms"), evals=60, seed=0, scorer=scorer,
+                        options={"pop_size": 12})
     res = run_algorithm("nsga2", ctx)
     assert res.algo == "nsga2" and 0 < res.evals <= 60 and scorer.calls == res.evals
     assert len(res.archs) >= 2
@@ -197,14 +206,14 @@ def test_nsga2_small_budget_returns_feasible_non_dominated_front(fbnet):
     first = next(h for h in res.history if h["phase"] == "nsga2")
     assert res.scores[0] >= first["best_score"]
     # same seed, same result
-    res2 = run_algorithm("nsga2", SearchContext(space=fbnet, latency=table, budget=budget, evals=60, seed=0,
-                                                options={"scorer": CountingScorer(table), "pop_size": 12}))
+    res2 = run_algorithm("nsga2", SearchContext(space=fbnet, latency=table, budget=Budget(budget, "ms"), evals=60, seed=0,
+                                                scorer=CountingScorer(table), options={"pop_size": 12}))
     assert res2.archs == res.archs
 
 
 def test_nsga2_unconstrained_front_spans_latency(fbnet):
     table = synthetic_table(fbnet, seed=3, knots=False)
-    ctx = SearchContext(space=fbnet, latency=table, budget=None, evals=50, seed=1, options={"scorer": CountingScorer(table)})
+    ctx = SearchContext(space=fbnet, latency=table, budget=None, evals=50, seed=1, scorer=CountingScorer(table))
     res = run_algorithm("nsga2", ctx)
     assert len(res.archs) >= 3 and max(res.predicted) > min(res.predicted)
     assert _front_is_non_dominated(np.asarray(res.scores), np.asarray(res.predicted))

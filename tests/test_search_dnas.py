@@ -7,8 +7,9 @@ import torch
 
 from latnas.errors import DataError
 from latnas.latency_table import LatencyTable
-from latnas.search.base import ALGORITHMS, SearchContext, SearchData
-from latnas.search.dnas import options_with_defaults, DEFAULTS
+from latnas.search import Budget, SearchContext, SearchData, run_algorithm
+from latnas.search.dnas import DNAS
+from latnas.search.options import options_from
 from latnas.search.supernet import (
     ArchParams,
     build_layout,
@@ -40,6 +41,11 @@ def tiny_data(n_train=48, n_val=32, res=16, classes=10, seed=0) -> SearchData:
     x_tr = proto[y_tr] + 0.5 * torch.randn(n_train, 3, res, res, generator=g)
     x_va = proto[y_va] + 0.5 * torch.randn(n_val, 3, res, res, generator=g)
     return SearchData(x_tr, y_tr, x_va, y_va, classes, "tiny")
+
+
+def _sum_scorer(archs):
+    """A deterministic stand-in for an accuracy estimate."""
+    return np.array([0.01 * sum(a) for a in archs], dtype=float)
 
 
 TINY = dict(epochs=1, warmup_epochs=0, batch_size=16, max_batches=2, width_mult=0.125, head_channels=16,
@@ -136,21 +142,25 @@ def test_greedy_budget_fix_meets_budget_with_minimal_moves():
 
 
 def test_options_from_cli_strings_are_coerced():
-    opt = options_with_defaults({"hard": "false", "epochs": "2", "widths": "0.5,1", "max_batches": "none",
-                                 "lambda_lat": "0.5", "resume": True, "bogus": 1}, DEFAULTS, "dnas")
-    assert opt["hard"] is False and opt["epochs"] == 2 and opt["widths"] == (0.5, 1.0)
-    assert opt["max_batches"] is None and opt["lambda_lat"] == 0.5 and "bogus" not in opt
-    with pytest.raises(DataError):
-        options_with_defaults({"epochs": "many"}, DEFAULTS, "dnas")
+    opt = options_from(DNAS.Options, {"hard": "false", "epochs": "2", "widths": "0.5,1", "max_batches": "none",
+                                      "lambda_lat": "0.5", "resolution": 12}, "dnas")
+    assert opt.hard is False and opt.epochs == 2 and opt.widths == (0.5, 1.0)
+    assert opt.max_batches is None and opt.lambda_lat == 0.5 and opt.resolution == 12
+    with pytest.raises(DataError, match="not a valid int"):
+        options_from(DNAS.Options, {"epochs": "many"}, "dnas")
+    with pytest.raises(DataError, match=r"dnas has no option 'bogus' \(known: epochs, warmup_epochs"):
+        DNAS({"bogus": "1"})
+    with pytest.raises(DataError, match="cannot resume"):
+        DNAS(resume=True)
 
 
 def test_tiny_run_returns_valid_arch(tmp_path):
     space = get_space("fbnet")
     table = random_table(space, seed=6)
     seen = []
-    ctx = SearchContext(space, table, tiny_data(), seed=0, workdir=tmp_path,
+    ctx = SearchContext(space, table, tiny_data(), seed=0, workdir=tmp_path, evals=1,
                         progress=lambda d, n, m: seen.append((d, n)), options=dict(TINY))
-    res = ALGORITHMS.get("dnas")(ctx)
+    res = run_algorithm("dnas", ctx)
     assert res.algo == "dnas" and len(res.archs) == 1
     arch = res.archs[0]
     assert space.parse_arch(space.format_arch(arch)) == tuple(arch)
@@ -171,9 +181,11 @@ def test_huge_lambda_derives_a_faster_arch_than_no_lambda():
     lat = {}
     for lam in (0.0, 1000.0):
         opts = dict(TINY, lambda_lat=lam, max_batches=3, a_lr=0.05)
-        res = ALGORITHMS.get("dnas")(SearchContext(space, table, data, seed=0, options=opts))
+        res = run_algorithm("dnas", SearchContext(space, table, data, seed=0, evals=1, scorer=_sum_scorer, options=opts))
         lat[lam] = res.predicted[0]
-        assert res.extra["score_kind"] in ("rwe", "supernet_val_acc")
+        # the one candidate is the derived arch, scored by the problem's scorer (not by the supernet)
+        assert res.extra["derived"] == space.format_arch(res.archs[0])
+        assert res.scores == [float(_sum_scorer([res.archs[0]])[0])]
     mean_random = float(np.mean(table.predict(np.array(space.random_archs(200, rng=0)))))
     assert lat[1000.0] < lat[0.0]
     assert lat[1000.0] < mean_random
@@ -185,18 +197,37 @@ def test_budget_is_met_and_infeasible_budget_refused():
     _, lat_min = table.min_arch()
     data = tiny_data(seed=2)
     budget = lat_min * 1.05
-    res = ALGORITHMS.get("dnas")(SearchContext(space, table, data, budget=budget, options=dict(TINY, lambda_lat=0.0)))
+    res = run_algorithm("dnas", SearchContext(space, table, data, budget=Budget(budget), evals=1,
+                                              options=dict(TINY, lambda_lat=0.0)))
     assert res.predicted[0] <= budget and res.extra["budget_met"] is True
     assert res.extra["budget_fixes"]  # lambda alone cannot get this close in one tiny epoch
-    with pytest.raises(DataError, match="below the cheapest"):
-        ALGORITHMS.get("dnas")(SearchContext(space, table, data, budget=lat_min * 0.5, options=dict(TINY)))
+    with pytest.raises(DataError, match="below the minimum reachable"):
+        run_algorithm("dnas", SearchContext(space, table, data, budget=Budget(lat_min * 0.5), options=dict(TINY)))
+
+
+def test_evals_bound_the_scored_candidates_and_all_meet_the_budget():
+    space = get_space("fbnet")
+    table = random_table(space, seed=11)
+    budget = table.min_arch()[1] * 1.3
+    calls = []
+
+    def scorer(archs):
+        calls.extend(archs)
+        return _sum_scorer(archs)
+
+    res = run_algorithm("dnas", SearchContext(space, table, tiny_data(), budget=Budget(budget), evals=5, scorer=scorer,
+                                              options=dict(TINY)))
+    assert 1 <= res.evals == len(calls) <= 5 and len(set(calls)) == len(calls)
+    assert space.parse_arch(res.extra["derived"]) == calls[0]  # the derived arch is always scored first
+    assert np.all(np.asarray(res.predicted) <= budget)
+    assert res.scores == sorted(res.scores, reverse=True)
 
 
 def test_tiny_run_single_path_without_stage_search():
     space = get_space("proxyless")
     table = random_table(space, seed=9)
     opts = dict(TINY, hard="true", search_depth="false", widths="", resolution=16)
-    res = ALGORITHMS.get("dnas")(SearchContext(space, table, tiny_data(res=16), options=opts))
+    res = run_algorithm("dnas", SearchContext(space, table, tiny_data(res=16), evals=1, options=opts))
     layout = build_layout(space)
     assert res.extra["stage_width"] == [1.0] * len(layout.stages)
     assert res.extra["stage_depth"] == [len(st.layers) for st in layout.stages]
@@ -211,7 +242,7 @@ def test_supernet_learns_digits_and_latency_falls():
     space = get_space("fbnet")
     data = load_data(space=space, n_train=500, n_val=300, seed=0)
     table = flops_table(space)
-    res = ALGORITHMS.get("dnas")(SearchContext(space, table, data, options=dict(epochs=3, max_batches=10)))
+    res = run_algorithm("dnas", SearchContext(space, table, data, evals=1, options=dict(epochs=3, max_batches=10)))
     accs = [h["train_acc"] for h in res.history]
     assert max(accs[1:]) > 0.3  # chance is 0.1: the soft supernet trains in ~30 steps
     lats = [h["expected_latency"] for h in res.history]
@@ -234,6 +265,6 @@ def test_log_latency_stays_finite_for_tables_with_negative_entries():
     for pos in ([0] * space.n_layers, [int(np.nanargmin(r)) for r in table.table]):
         e = expected_latency(table, layout, *arch.one_hot(pos, [0] * 7, [0] * 7))
         assert float(e) + shift > 0
-    res = ALGORITHMS.get("dnas")(SearchContext(space, table, tiny_data(), options=dict(TINY)))
+    res = run_algorithm("dnas", SearchContext(space, table, tiny_data(), evals=1, options=dict(TINY)))
     assert np.isfinite(res.history[-1]["expected_latency"]) and res.extra["log_shift"] == shift
     assert all(np.isfinite(p).all() for p in res.extra["op_probs"])

@@ -8,7 +8,7 @@ import torch
 from latnas.errors import DataError
 from latnas.latency_table import LatencyTable
 from latnas.reparam import reparameterize_model
-from latnas.search.base import ALGORITHMS, SearchContext, SearchData
+from latnas.search import Budget, SearchContext, SearchData, run_algorithm
 from latnas.search.repnas import (
     MaskBound,
     RepNASNet,
@@ -147,8 +147,8 @@ def test_fused_model_matches_masked_multibranch_model():
 def test_tiny_run_keeps_exactly_k_after_warmup_and_fuses(tmp_path):
     space = get_space("repnas")
     table = branch_table(space)
-    ctx = SearchContext(space, table, tiny_data(), seed=0, workdir=tmp_path, options=dict(TINY))
-    res = ALGORITHMS.get("repnas")(ctx)
+    ctx = SearchContext(space, table, tiny_data(), seed=0, workdir=tmp_path, evals=1, options=dict(TINY))
+    res = run_algorithm("repnas", ctx)
     ex = res.extra
     k = ex["k"]
     assert k == n_keep(ex["total_optional"], 0.34) and ex["total_optional"] == 32
@@ -171,14 +171,22 @@ def test_budget_drops_least_important_branches_and_other_spaces_are_refused():
     table = branch_table(space)
     cheapest = float(table.predict(np.zeros((1, space.n_layers), dtype=int))[0])
     budget = cheapest + 0.25 * 3  # room for only three optional branches
-    res = ALGORITHMS.get("repnas")(SearchContext(space, table, tiny_data(seed=1), budget=budget,
-                                                 options=dict(TINY, epochs=1, finetune_epochs=0)))
-    assert res.predicted[0] <= budget + 1e-9
+    scored = []
+
+    def scorer(archs):
+        scored.extend(archs)
+        return np.array([0.01 * sum(a) for a in archs], dtype=float)
+
+    res = run_algorithm("repnas", SearchContext(space, table, tiny_data(seed=1), budget=Budget(budget), evals=3,
+                                                scorer=scorer, options=dict(TINY, epochs=1, finetune_epochs=0)))
+    assert np.all(np.asarray(res.predicted) <= budget + 1e-9)
     assert res.extra["budget_fixes"] and res.extra["kept_optional"] <= 3
+    assert 1 <= res.evals == len(scored) <= 3  # the final mask and noisy top-k alternatives, each within budget
+    assert np.all(table.predict(np.array(scored)) <= budget + 1e-9)
     with pytest.raises(DataError, match="DBB"):
         fb = get_space("fbnet")
-        ALGORITHMS.get("repnas")(SearchContext(fb, LatencyTable("fbnet", np.ones((fb.n_layers, fb.n_choices))),
-                                               tiny_data()))
+        run_algorithm("repnas", SearchContext(fb, LatencyTable("fbnet", np.ones((fb.n_layers, fb.n_choices))),
+                                              tiny_data(), evals=1))
 
 
 @pytest.mark.slow
@@ -189,7 +197,7 @@ def test_search_learns_digits_and_fused_model_keeps_accuracy():
     space = get_space("repnas")
     data = load_data(space=space, n_train=500, n_val=300, seed=0)
     opts = dict(epochs=3, warmup_epochs=1, finetune_epochs=1, width_mult=0.25, resolution=16)
-    res = ALGORITHMS.get("repnas")(SearchContext(space, flops_table(space), data, options=opts))
+    res = run_algorithm("repnas", SearchContext(space, flops_table(space), data, evals=1, options=opts))
     ex = res.extra
     assert ex["kept_optional"] == ex["k"] == 11
     assert ex["fused_parity_rel"] < 1e-4

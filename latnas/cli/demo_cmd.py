@@ -50,6 +50,23 @@ def _model_medians(store_path: Path, backend: str) -> dict[str, float]:
     return {r["key"].split(":", 2)[2]: float(r["median_ms"]) for r in rows}
 
 
+SUMMARY_KEYS = ("algo", "space", "budget", "evals", "chosen", "chosen_arch_str", "profile", "export", "search_wall_s")
+
+
+def search_summary(result_json: Path) -> dict | None:
+    """The headline of a search's ``result.json`` (None when the search wrote none), plus the top of its front."""
+    from latnas.safe_json import load
+
+    if not result_json.is_file():
+        return None
+    result = load(result_json, "search result")
+    if not isinstance(result, dict):
+        raise LatnasError(f"{result_json} is not a search result (expected a JSON object)")
+    out = {k: result.get(k) for k in SUMMARY_KEYS}
+    out["front_top"] = (result.get("front") or [])[:3]
+    return out
+
+
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Folder for the store, predictor, search results."),
     models: int = typer.Option(60, "--models", help="Random whole models to profile (correction + hold-out check)."),
@@ -101,9 +118,7 @@ def demo(
 
     summary = {"out": str(out), "wall_s": round(time.perf_counter() - t0, 1),
                "budget_ms": budget, "models_measured": len(measured)}
-    result = search_dir / "result.json"
-    if result.is_file():
-        summary["search"] = json.loads(result.read_text()).get("summary")
+    summary["search"] = search_summary(search_dir / "result.json")
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     console.rule("[bold green]done")
     console.print(f"store {store}, predictor {predictor}, search results {search_dir}; "

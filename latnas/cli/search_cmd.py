@@ -7,82 +7,85 @@ from typing import Optional
 import typer
 
 
-def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
+def search(
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (front.csv, front.png, result.json, checkpoint.json)."),
+    space: str = typer.Option("fbnet", "--space", help="Search space name."),
+    predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
+    algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | random | dnas | repnas."),
+    evals: int = typer.Option(200, "--evals", help="Archs whose accuracy is estimated (the one termination rule)."),
+    seed: int = typer.Option(0, "--seed"),
+    score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: rwe (default), params, flops, synflow, naswot, table."),
+    score_table: Optional[str] = typer.Option(None, "--score-table", help="CSV of archs and accuracies (implies --score table)."),
+    score_column: Optional[str] = typer.Option(None, "--score-column", help="Column of --score-table holding the accuracy."),
+    arch_column: Optional[str] = typer.Option(None, "--arch-column", help="Arch column of --score-table (default: arch or arch_str)."),
+    data: Optional[str] = typer.Option(None, "--data", help="ImageFolder or CIFAR binary directory (default: sklearn digits)."),
+    n_train: int = typer.Option(500, "--n-train", help="Training images for the accuracy estimate."),
+    n_val: int = typer.Option(300, "--n-val", help="Validation images for the accuracy estimate."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Image side for accuracy estimates (default: the space's input, <= 32)."),
+    margin: float = typer.Option(0.0, "--margin", help="Guard band: search under budget*(1-margin) to absorb predictor error (e.g. 0.05)."),
+    proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
+    profile_top: int = typer.Option(0, "--profile-top", help="Profile the top K archs on the real device."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top."),
+    profile_quick: bool = typer.Option(False, "--profile-quick", help="Shorter timing protocol for --profile-top."),
+    export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json (nsga2, hournas, nse)."),
+    pop_size: Optional[int] = typer.Option(None, "--pop-size", help="Population size (same as --option pop_size=N)."),
+    option: Optional[list[str]] = typer.Option(
+        None, "--option", help="Algorithm option KEY=VALUE, repeatable (e.g. epochs=2, lambda_lat=0.5); unknown keys are refused."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Search SPACE for the most accurate archs within a latency budget."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    @app.command("search")
-    def search(
-        out: Path = typer.Option(..., "-o", "--out", help="Output folder (front.csv, front.png, result.json, checkpoint.json)."),
-        space: str = typer.Option("fbnet", "--space", help="Search space name."),
-        predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
-        algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | dnas | repnas."),
-        evals: int = typer.Option(200, "--evals", help="Archs whose accuracy is estimated (RWE)."),
-        seed: int = typer.Option(0, "--seed"),
-        data: Optional[str] = typer.Option(None, "--data", help="ImageFolder or CIFAR binary directory (default: sklearn digits)."),
-        n_train: int = typer.Option(500, "--n-train", help="Training images for the accuracy estimate."),
-        n_val: int = typer.Option(300, "--n-val", help="Validation images for the accuracy estimate."),
-        resolution: Optional[int] = typer.Option(None, "--resolution", help="Image side for accuracy estimates (default: the space's input, <= 32)."),
-        margin: float = typer.Option(0.0, "--margin", help="Guard band: search under budget*(1-margin) to absorb predictor error (e.g. 0.05)."),
-        proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
-        profile_top: int = typer.Option(0, "--profile-top", help="Profile the top K archs on the real device."),
-        backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top."),
-        profile_quick: bool = typer.Option(False, "--profile-quick", help="Shorter timing protocol for --profile-top."),
-        export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
-        resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json."),
-        pop_size: Optional[int] = typer.Option(None, "--pop-size", help="Population size of the evolutionary algorithms."),
-        option: Optional[list[str]] = typer.Option(
-            None, "--option", help="Algorithm option KEY=VALUE, repeatable (e.g. epochs=2, lambda_lat=0.5, fraction=0.34)."
-        ),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    ) -> None:
-        """Search SPACE for the most accurate archs within a latency budget."""
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from latnas.search.loop import SearchJob, run_search
 
-        from latnas.search import ALGORITHMS  # noqa: F401  (registers the algorithms)
-        from latnas.search.loop import SearchJob, run_search
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+        console=console, disable=quiet,
+    )
+    options = parse_options(option or [])
+    if pop_size:
+        options["pop_size"] = str(pop_size)
+    with progress:
+        task = progress.add_task(f"{algo} evals", total=evals, note="")
 
-        console = Console(stderr=True)
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
-            console=console, disable=quiet,
+        def report(done: int, total: int, message: str) -> None:
+            progress.update(task, completed=done, total=total, note=message)
+
+        job = SearchJob(
+            out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
+            score=score, score_table=score_table, score_column=score_column, arch_column=arch_column,
+            data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
+            profile_top=profile_top, backend=backend, profile_quick=profile_quick, export=export,
+            resume=resume, options=options, progress=report,
         )
-        options = parse_options(option or [])
-        if pop_size:
-            options["pop_size"] = pop_size
-        with progress:
-            task = progress.add_task(f"{algo} evals", total=evals, note="")
-
-            def report(done: int, total: int, message: str) -> None:
-                progress.update(task, completed=done, total=total, note=message)
-
-            job = SearchJob(
-                out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
-                data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
-                profile_top=profile_top, backend=backend, profile_quick=profile_quick, export=export,
-                resume=resume, options=options, progress=report,
-            )
-            outcome = run_search(job)
-        _print_summary(outcome)
+        outcome = run_search(job)
+    _print_summary(outcome)
 
 
-def parse_options(items: list[str]) -> dict:
-    """``["epochs=2", "tau=1.5", "hard=true"]`` -> typed dict (JSON literals, else strings)."""
-    import json
+def register(app: typer.Typer) -> None:
+    """Add ``latnas search``."""
+    app.command("search")(search)
 
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``["epochs=2", "hard=true"]`` -> ``{"epochs": "2", "hard": "true"}``.
+
+    Values stay strings: each algorithm converts them by its Options dataclass's field types.
+    """
     from latnas.errors import DataError
 
-    out: dict = {}
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise DataError(f"--option {item!r} must look like KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
+        out[key.strip()] = value.strip()
     return out
 
 
@@ -115,7 +118,8 @@ def _print_summary(outcome) -> None:
             line += f", mean |predicted - measured| {prof['mean_abs_error_ms']:.3f} ms"
         console.print(line)
     if outcome.chosen:
-        console.print(f"chosen arch: {outcome.chosen}")
+        named = s.get("chosen_arch_str")
+        console.print(f"chosen arch: {outcome.chosen}" + (f" ({named})" if named else ""))
     if s.get("export"):
         console.print(f"exported: {', '.join(s['export']['artifacts'])}")
     console.print(f"wrote {outcome.files['front_csv']}, {outcome.files['front_png']}, {outcome.files['result_json']}")

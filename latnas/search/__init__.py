@@ -1,35 +1,53 @@
-"""Latency-constrained architecture search.
+"""Latency-constrained architecture search, as pymoo thinks of it.
 
-Algorithms register themselves in :data:`ALGORITHMS` (``nsga2``, ``hournas``,
-``nse`` here; ``dnas`` and ``repnas`` when their modules are present). Run one
-with ``ALGORITHMS.get(name)(ctx)`` or :func:`run_algorithm`.
+A :class:`SearchProblem` (space, latency objective, :class:`Budget`, scorer)
+is solved by a registered :class:`Algorithm` (``nsga2``, ``hournas``, ``nse``,
+``random``, ``dnas``, ``repnas``) until a :class:`Termination` (number of
+evaluations)::
+
+    result = minimize(problem, ALGORITHMS.get("nsga2")({"pop_size": 20}, seed=0), Termination(200))
+
+or, for slow/remote scoring, ``setup`` / ``ask`` / ``tell`` / ``result`` by
+hand. :func:`run_algorithm` runs one from a :class:`SearchContext`.
 """
 from __future__ import annotations
 
-from latnas.search.base import ALGORITHMS, SearchContext, SearchData, SearchResult, register_algorithm
+from latnas.search import dnas as _dnas  # noqa: F401  (registers "dnas")
+from latnas.search import hournas as _hournas  # noqa: F401  (registers "hournas")
+from latnas.search import nse as _nse  # noqa: F401  (registers "nse")
 from latnas.search import nsga2 as _nsga2  # noqa: F401  (registers "nsga2")
+from latnas.search import random_search as _random  # noqa: F401  (registers "random")
+from latnas.search import repnas as _repnas  # noqa: F401  (registers "repnas")
+from latnas.search.algorithm import ALGORITHMS, Algorithm, Termination, minimize, register_algorithm
+from latnas.search.base import SearchContext, SearchData, SearchResult
+from latnas.search.budget import Budget, parse_budget
+from latnas.search.objective import flops_budget_from_samples
+from latnas.search.problem import SearchProblem
 
-try:
-    from latnas.search import hournas as _hournas  # noqa: F401  (registers "hournas")
-except ImportError:  # pragma: no cover - during development
-    pass
-try:
-    from latnas.search import nse as _nse  # noqa: F401  (registers "nse")
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from latnas.search import dnas as _dnas  # noqa: F401  (registers "dnas")
-except ImportError:
-    pass
-try:
-    from latnas.search import repnas as _repnas  # noqa: F401  (registers "repnas")
-except ImportError:
-    pass
+
+def problem_from(ctx: SearchContext) -> SearchProblem:
+    """The :class:`SearchProblem` of a context (RWE on ``ctx.data`` unless ``ctx.scorer`` is given)."""
+    scorer, key = ctx.scorer, ctx.scorer_key
+    data = ctx.data
+    if scorer is None:
+        from latnas.search.rwe import RWEConfig, RWEScorer, rwe_key
+
+        if data is None:
+            from latnas.search.data import load_data
+
+            data = load_data(space=ctx.space, seed=ctx.seed)
+        scorer = RWEScorer(ctx.space, data, RWEConfig(seed=ctx.seed))
+        key = key or rwe_key(data, ctx.seed)
+    return SearchProblem(ctx.space, ctx.latency, scorer, budget=ctx.budget, data=data, scorer_key=key or "custom")
 
 
 def run_algorithm(name: str, ctx: SearchContext) -> SearchResult:
-    """Run the registered algorithm ``name`` on ``ctx``."""
-    return ALGORITHMS.get(name)(ctx)
+    """Run the registered algorithm ``name`` on ``ctx`` in process (:func:`minimize`)."""
+    algo = ALGORITHMS.get(name)(ctx.options, seed=ctx.seed, workdir=ctx.workdir, progress=ctx.progress, resume=ctx.resume)
+    return minimize(problem_from(ctx), algo, Termination(ctx.evals))
 
 
-__all__ = ["ALGORITHMS", "SearchContext", "SearchData", "SearchResult", "register_algorithm", "run_algorithm"]
+__all__ = [
+    "ALGORITHMS", "Algorithm", "Budget", "SearchContext", "SearchData", "SearchProblem", "SearchResult", "Termination",
+    "flops_budget_from_samples", "minimize", "parse_budget", "problem_from", "register_algorithm", "run_algorithm",
+]

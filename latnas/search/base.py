@@ -1,9 +1,12 @@
 """Shared records of every search algorithm: what goes in, what comes out.
 
-An algorithm is a function ``run(ctx: SearchContext) -> SearchResult``
-registered with :func:`register_algorithm`. The latency objective is a
-:class:`latnas.latency_table.LatencyTable` (a compiled predictor, or the FLOPs
-proxy) so algorithms never see predictor internals.
+:class:`SearchData` is a small in-memory dataset, :class:`SearchResult` what
+an algorithm returns. :class:`SearchContext` bundles everything one in-process
+run needs (``latnas.search.run_algorithm(name, ctx)`` turns it into a
+:class:`~latnas.search.problem.SearchProblem`, an algorithm and a
+termination, and calls :func:`~latnas.search.algorithm.minimize`). The
+latency objective is a :class:`latnas.latency_table.LatencyTable` (a compiled
+predictor, or the FLOPs proxy) so algorithms never see predictor internals.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from latnas.latency_table import LatencyTable
-from latnas.registry import Registry
+from latnas.search.budget import Budget
 from latnas.spaces.base import Arch, SearchSpace
 
 
@@ -30,20 +33,22 @@ class SearchData:
     name: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchContext:
+    """One in-process search run; read-only (algorithms never change it)."""
+
     space: SearchSpace
     latency: LatencyTable  # objective / constraint: predictor table (ms) or FLOPs proxy
     data: SearchData | None = None  # for accuracy estimates (RWE) and supernet training
-    budget: float | None = None  # in latency.unit; None = unconstrained two-objective search
-    evals: int = 200  # bound on evaluated archs (accuracy estimates)
+    budget: Budget | None = None  # None = unconstrained two-objective search
+    evals: int = 200  # termination: archs whose accuracy is estimated
     seed: int = 0
     workdir: Path | None = None  # checkpoints go here when set
     progress: Callable[[int, int, str], None] | None = None  # (done, total, message)
-    options: dict[str, Any] = field(default_factory=dict)  # algorithm-specific settings
-
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.seed)
+    options: dict[str, Any] = field(default_factory=dict)  # the algorithm's options (its Options dataclass)
+    scorer: Callable[[list[Arch]], np.ndarray] | None = None  # accuracy estimate; None = RWE on ``data``
+    scorer_key: str | None = None  # what the scores depend on (checkpoint compatibility)
+    resume: bool = False  # reuse the scores in ``workdir``'s checkpoint
 
 
 @dataclass
@@ -56,11 +61,3 @@ class SearchResult:
     wall_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # per-generation / per-round notes
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-ALGORITHMS: Registry[Callable[[SearchContext], SearchResult]] = Registry("search algorithm")
-
-
-def register_algorithm(name: str):
-    """Decorator registering ``run(ctx) -> SearchResult`` under ``name``."""
-    return ALGORITHMS.register(name)

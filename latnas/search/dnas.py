@@ -14,34 +14,22 @@ reported latency is that of the full-width arch. With a budget, ``lambda``
 grows while the currently derived arch is over budget, and a final arch over
 budget is greedily cheapened (recorded in ``extra["budget_fixes"]``).
 
-Options (``ctx.options``; strings from a CLI are coerced), defaults in brackets:
-
-- ``epochs`` (5), ``warmup_epochs`` (1, weights only), ``batch_size`` (32),
-  ``max_batches`` (10 per epoch; None = all), ``resolution`` (16: larger
-  inputs are downsampled for the supernet);
-- ``lambda_lat`` (0.2), ``tau`` (5.0), ``tau_min`` (1.5: lower temperatures
-  make the weight steps nearly single-path, which does not train in a few
-  epochs), ``hard`` (False: every op runs, weighted, as in FBNet; True:
-  straight-through one-hot sampling as in GDAS, one op per layer: ~10x
-  cheaper per step, but the supernet then does not train in a few epochs);
-- ``w_lr`` (0.05, SGD), ``a_lr`` (0.05, Adam), ``width_mult`` (0.25,
-  supernet proxy width), ``head_channels`` (128);
-- ``search_depth`` (True), ``widths`` ((0.5, 0.75, 1.0); None/empty = no
-  width search), ``width_scaling`` ("quadratic" or "linear");
-- ``lambda_growth`` (1.2: with a budget, lambda is multiplied by it after each
-  arch step whose derived arch is over budget, else divided by it, not below
-  ``lambda_lat``), ``bn_batches`` (4, BN recalibration of the derived path);
-- ``threads`` (1: torch intra-op threads during the run, restored after; 0 =
-  leave as is; the tensors are tiny, so more threads mostly add overhead,
-  badly so on a busy CPU).
+After training, the derived arch and archs sampled from the learned
+distribution (each made to fit the budget the same way) are scored with the
+problem's scorer through ``ask``/``tell``: the termination's evaluation count
+is the number of candidates scored (at least the derived arch). The result is
+the Pareto front of the candidates, best score first; the derived arch is
+named in ``extra["derived"]``. Options: :class:`DNAS.Options` (strings from
+a CLI are converted by the field types). Resuming is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from latnas.errors import DataError
-from latnas.search.base import SearchContext, SearchData, SearchResult, register_algorithm
+from latnas.search.algorithm import Algorithm, register_algorithm, score_with
+from latnas.search.evolution import result_from
 from latnas.search.supernet import (
     DEFAULT_WIDTHS,
     ArchParams,
@@ -59,153 +48,10 @@ from latnas.search.supernet import (
     expected_latency,
     greedy_fit_budget,
 )
+from latnas.search.training import accuracy, at_resolution, batches, recalibrate_bn, torch_threads, training_data
+from latnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)
-
-DEFAULTS: dict[str, Any] = {
-    "epochs": 5,
-    "warmup_epochs": 1,
-    "batch_size": 32,
-    "max_batches": 10,
-    "resolution": 16,
-    "lambda_lat": 0.2,
-    "tau": 5.0,
-    "tau_min": 1.5,
-    "hard": False,
-    "w_lr": 0.05,
-    "a_lr": 0.05,
-    "width_mult": 0.25,
-    "head_channels": 128,
-    "search_depth": True,
-    "widths": DEFAULT_WIDTHS,
-    "width_scaling": "quadratic",
-    "lambda_growth": 1.2,
-    "bn_batches": 4,
-    "threads": 1,
-}
-
-
-SHARED_OPTIONS = frozenset({"resume", "scorer"})  # set by the search loop for every algorithm
-
-
-def _as_bool(v: Any) -> bool:
-    if isinstance(v, str):
-        if v.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.strip().lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise DataError(f"expected a boolean option value, got {v!r}")
-    return bool(v)
-
-
-def _as_floats(v: Any) -> tuple[float, ...]:
-    if v is None:
-        return ()
-    if isinstance(v, str):
-        return tuple(float(t) for t in v.replace("+", ",").split(",") if t.strip())
-    if isinstance(v, (int, float)):
-        return (float(v),)
-    return tuple(float(t) for t in v)
-
-
-def options_with_defaults(options: dict[str, Any], defaults: dict[str, Any], algo: str) -> dict[str, Any]:
-    """``defaults`` overridden by ``options``, values coerced to the defaults' types (CLI gives strings)."""
-    out = dict(defaults)
-    for key, value in options.items():
-        if key in SHARED_OPTIONS:
-            continue
-        if key not in defaults:
-            log.warning("%s ignores unknown option %r (known: %s)", algo, key, ", ".join(sorted(defaults)))
-            continue
-        default = defaults[key]
-        try:
-            if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "all")):
-                out[key] = None
-            elif isinstance(default, bool):
-                out[key] = _as_bool(value)
-            elif isinstance(default, tuple):
-                out[key] = _as_floats(value)
-            elif isinstance(default, int) or (default is None and isinstance(value, str) and value.strip().isdigit()):
-                out[key] = int(value)
-            elif isinstance(default, float):
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except (TypeError, ValueError):
-            raise DataError(f"{algo} option {key}={value!r} is not a valid {type(default).__name__}") from None
-    return out
-
-
-def context_data(ctx: SearchContext) -> SearchData:
-    """The context's dataset, or the default one from :mod:`latnas.search.data`."""
-    if ctx.data is not None:
-        return ctx.data
-    try:
-        from latnas.search.data import load_data
-    except ImportError:
-        raise DataError("this search needs a dataset (SearchContext.data) and latnas.search.data is unavailable") from None
-    return load_data(space=ctx.space, seed=ctx.seed)
-
-
-def _at_resolution(data: SearchData, resolution: int | None) -> SearchData:
-    """Downsample (never upsample) the images so the supernet trains fast on a CPU."""
-    if not resolution or min(data.x_train.shape[-2:]) <= int(resolution):
-        return data
-    size = (int(resolution), int(resolution))
-    rs = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)  # noqa: E731
-    return SearchData(rs(data.x_train), data.y_train, rs(data.x_val), data.y_val, data.num_classes,
-                      f"{data.name}->{resolution}px")
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator, limit: int | None):
-    perm = torch.randperm(len(x), generator=gen)
-    n = math.ceil(len(x) / batch_size)
-    if limit is not None:
-        n = min(n, int(limit))
-    for i in range(n):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
-        yield x[idx], y[idx]
-
-
-@torch.no_grad()
-def evaluate(net: torch.nn.Module, weights, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    net.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        out = net(x[i:i + batch_size], *weights)
-        correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
-    return correct / max(1, len(x))
-
-
-@torch.no_grad()
-def recalibrate_bn(net: torch.nn.Module, weights, x: torch.Tensor, batch_size: int, n_batches: int, gen: torch.Generator) -> None:
-    """Re-estimate BN statistics for one fixed path (its stats differ from the mixed ones)."""
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-    net.train()
-    perm = torch.randperm(len(x), generator=gen)
-    for i in range(max(1, n_batches)):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
-        if len(idx) == 0:
-            break
-        net(x[idx], *weights)
-    for bn in bns:
-        bn.momentum = 0.1
-
-
-def score_arch(ctx: SearchContext, arch, fallback: float) -> tuple[float, str]:
-    """RWE score of ``arch`` (:mod:`latnas.search.rwe`, on the context's data) or ``fallback``."""
-    try:
-        from latnas.search.rwe import make_scorer
-    except ImportError:
-        return fallback, "supernet_val_acc"
-    try:
-        return float(make_scorer(ctx)([tuple(arch)])[0]), "rwe"
-    except Exception as exc:  # scoring is a report, never fatal
-        log.warning("RWE scoring failed (%s); using supernet validation accuracy", exc)
-        return fallback, "supernet_val_acc"
 
 
 def latency_log_shift(table) -> float:
@@ -220,54 +66,98 @@ def latency_log_shift(table) -> float:
     return 0.0 if bound > 0 else 1e-3 - bound + 1e-3 * max(1.0, abs(bound))
 
 
-@contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` torch intra-op threads (0: unchanged), restoring the old count."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 @register_algorithm("dnas")
-def run(ctx: SearchContext) -> SearchResult:
+class DNAS(Algorithm):
     """Differentiable hierarchical search; see the module docstring."""
-    opt = options_with_defaults(dict(ctx.options), DEFAULTS, "dnas")
-    with torch_threads(int(opt["threads"])):
-        return _run(ctx, opt)
+
+    @dataclass
+    class Options:
+        epochs: int = 5  # supernet epochs, warm-up included
+        warmup_epochs: int = 1  # weights only
+        batch_size: int = 32
+        max_batches: int | None = 10  # per epoch; None = all
+        resolution: int | None = 16  # larger inputs are downsampled for the supernet
+        lambda_lat: float = 0.2  # weight of log(E[latency]) in the arch loss
+        tau: float = 5.0  # initial Gumbel-softmax temperature
+        tau_min: float = 1.5  # final temperature (lower: nearly single-path steps that do not train in a few epochs)
+        hard: bool = False  # True: straight-through one-hot sampling (GDAS), ~10x cheaper, trains worse
+        w_lr: float = 0.05  # SGD
+        a_lr: float = 0.05  # Adam
+        width_mult: float = 0.25  # supernet proxy width
+        head_channels: int = 128
+        search_depth: bool = True
+        widths: tuple[float, ...] | None = DEFAULT_WIDTHS  # None/empty = no width search
+        width_scaling: str = "quadratic"  # or "linear"
+        lambda_growth: float = 1.2  # with a budget: lambda *= growth while the derived arch is over budget
+        bn_batches: int = 4  # BN recalibration of the derived path
+        threads: int = 1  # torch intra-op threads during the run (0 = unchanged)
+        sample_tau: float = 1.0  # temperature of the candidate archs sampled after training
+
+    def _steps(self):
+        with torch_threads(int(self.options.threads)):
+            derived, result = self._train()
+        evaluator, _ = self.evaluator()
+        candidates = self._candidates(derived, result, evaluator.max_evals)
+        yield from score_with(evaluator, np.asarray(candidates, dtype=np.int64))
+        res = result_from(self.name, evaluator, result.history, result.wall_s_start, result.extra)
+        res.extra["candidates"] = len(candidates)
+        return res
+
+    def _candidates(self, derived, state, n: int) -> list[Arch]:
+        """The derived arch, then distinct archs sampled from the learned distribution (fitted to the budget)."""
+        problem = self.problem
+        out: list[Arch] = [tuple(derived)]
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        tries = 0
+        with torch.no_grad():
+            while len(out) < n and tries < 20 * n:
+                tries += 1
+                ops, depth, _ = state.arch.sample(float(self.options.sample_tau), True, gen)
+                cand = problem.space.parse_arch(derive_arch(state.layout, [int(w.argmax()) for w in ops],
+                                                            [int(w.argmax()) for w in depth]))
+                if problem.budget is not None:
+                    cand, _ = greedy_fit_budget(problem.latency_table, state.layout, cand, problem.budget.value)
+                    cand = problem.space.parse_arch(cand)
+                if cand not in out:
+                    out.append(cand)
+        return out
+
+    def _train(self):
+        return _train(self.problem, self.options, self.seed, self.workdir, self.progress)
 
 
-def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
+@dataclass
+class _Trained:
+    layout: Any
+    arch: ArchParams
+    history: list[dict[str, Any]]
+    extra: dict[str, Any]
+    wall_s_start: float
+
+
+def _train(problem, opt, seed: int, workdir, progress) -> tuple[Arch, _Trained]:
     t0 = time.perf_counter()
-    space, table = ctx.space, ctx.latency
+    space, table = problem.space, problem.latency_table
+    budget = None if problem.budget is None else problem.budget.value
     if table.n_layers != space.n_layers:
         raise DataError(f"latency table has {table.n_layers} layers, space {space.name!r} has {space.n_layers}")
-    if ctx.budget is not None:
-        _, lat_min = table.min_arch()
-        if lat_min > ctx.budget:
-            raise DataError(f"budget {ctx.budget:g} {table.unit} is below the cheapest arch's {lat_min:.4g} {table.unit}")
-    if ctx.data is None:
-        ctx.data = context_data(ctx)
-    data = _at_resolution(ctx.data, opt["resolution"])
-    torch.manual_seed(ctx.seed)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    layout = build_layout(space, bool(opt["search_depth"]), opt["widths"], opt["width_scaling"])
+    data = at_resolution(training_data(problem, seed), opt.resolution)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    layout = build_layout(space, bool(opt.search_depth), opt.widths, opt.width_scaling)
     net = Supernet(space, layout, int(data.x_train.shape[1]), int(data.num_classes),
-                   float(opt["width_mult"]), int(opt["head_channels"]))
+                   float(opt.width_mult), int(opt.head_channels))
     arch = ArchParams(layout)
-    epochs, warm = int(opt["epochs"]), int(opt["warmup_epochs"])
-    bs, limit = int(opt["batch_size"]), (opt["max_batches"] or None)
+    epochs, warm = int(opt.epochs), int(opt.warmup_epochs)
+    bs, limit = int(opt.batch_size), (opt.max_batches or None)
     steps_per_epoch = math.ceil(len(data.x_train) / bs) if limit is None else min(int(limit), math.ceil(len(data.x_train) / bs))
-    w_opt = torch.optim.SGD(net.parameters(), lr=float(opt["w_lr"]), momentum=0.9, weight_decay=4e-5, nesterov=True)
+    w_opt = torch.optim.SGD(net.parameters(), lr=float(opt.w_lr), momentum=0.9, weight_decay=4e-5, nesterov=True)
     w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, epochs * steps_per_epoch))
-    a_opt = torch.optim.Adam(arch.parameters(), lr=float(opt["a_lr"]), betas=(0.5, 0.999))
-    lam0 = float(opt["lambda_lat"])
-    lam = lam0 if (ctx.budget is None or lam0 > 0) else 0.01
+    a_opt = torch.optim.Adam(arch.parameters(), lr=float(opt.a_lr), betas=(0.5, 0.999))
+    lam0 = float(opt.lambda_lat)
+    lam = lam0 if (budget is None or lam0 > 0) else 0.01
     lam_floor = lam
-    tau0, tau_min, hard = float(opt["tau"]), float(opt["tau_min"]), bool(opt["hard"])
+    tau0, tau_min, hard = float(opt.tau), float(opt.tau_min), bool(opt.hard)
     log_shift = latency_log_shift(table)
     history: list[dict[str, Any]] = []
     xv, yv = data.x_val, data.y_val
@@ -307,12 +197,12 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
             a_loss.backward()
             a_opt.step()
             e_lat = float(lat.detach())
-            if ctx.budget is not None:
+            if budget is not None:
                 # steer by the arch that would be derived now (the expected latency of a
                 # still-diffuse distribution sits far above any argmax arch)
                 now = derive_arch(layout, *arch.argmax()[:2])
-                over = float(table.predict(np.array([now]))[0]) > ctx.budget
-                growth = float(opt["lambda_growth"])
+                over = float(table.predict(np.array([now]))[0]) > budget
+                growth = float(opt.lambda_growth)
                 lam = lam * growth if over else max(lam_floor, lam / growth)
         op_i, d_i, w_i = arch.argmax()
         derived = derive_arch(layout, op_i, d_i)
@@ -329,14 +219,14 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
         }
         history.append(note)
         log.info("dnas epoch %d: %s", epoch, note)
-        if ctx.progress is not None:
-            ctx.progress(epoch + 1, epochs, f"epoch {epoch + 1}/{epochs} E[lat]={note['expected_latency']:.4g} {table.unit}")
+        if progress is not None:
+            progress(epoch + 1, epochs, f"epoch {epoch + 1}/{epochs} E[lat]={note['expected_latency']:.4g} {table.unit}")
 
     op_i, d_i, w_i = arch.argmax()
     derived = space.parse_arch(derive_arch(layout, op_i, d_i))
     fixes: list[dict] = []
-    if ctx.budget is not None:
-        derived, fixes = greedy_fit_budget(table, layout, derived, ctx.budget)
+    if budget is not None:
+        derived, fixes = greedy_fit_budget(table, layout, derived, budget)
         derived = space.parse_arch(derived)
         if fixes:
             log.info("dnas: derived arch over budget, %d greedy replacements", len(fixes))
@@ -345,11 +235,12 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
     allowed_pos = [info.allowed.index(c) for info, c in zip(layout.layers, derived)]
     full_depth = [len(st.depths) - 1 for st in layout.stages]
     path = arch.one_hot(allowed_pos, full_depth, w_i)
-    recalibrate_bn(net, path, data.x_train, bs, int(opt["bn_batches"]), gen)
-    val_acc = evaluate(net, path, xv, yv)
+    recalibrate_bn(net, lambda x: net(x, *path), data.x_train, bs, int(opt.bn_batches), gen)
+    net.eval()
+    val_acc = accuracy(lambda x: net(x, *path), xv, yv)
     full_w = [len(st.widths) - 1 for st in layout.stages]
-    val_acc_full_width = evaluate(net, arch.one_hot(allowed_pos, full_depth, full_w), xv, yv) if w_i != full_w else val_acc
-    score, score_kind = score_arch(ctx, derived, val_acc)
+    full_path = arch.one_hot(allowed_pos, full_depth, full_w)
+    val_acc_full_width = accuracy(lambda x: net(x, *full_path), xv, yv) if w_i != full_w else val_acc
     predicted = float(table.predict(np.array([derived]))[0])
     widths = [st.widths[i] for st, i in zip(layout.stages, w_i)]
     with torch.no_grad():
@@ -363,28 +254,19 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
         "width_scaling": layout.width_scaling,
         "supernet_val_acc": val_acc,
         "supernet_val_acc_full_width": val_acc_full_width,
-        "score_kind": score_kind,
+        "derived": space.format_arch(derived),
         "lambda_final": lam,
         "log_shift": log_shift,
         "budget_fixes": fixes,
-        "budget_met": None if ctx.budget is None else bool(predicted <= ctx.budget),
+        "budget_met": None if budget is None else bool(predicted <= budget),
         "op_probs": [[round(float(v), 4) for v in p] for p in probs[0]],
         "depth_probs": [[round(float(v), 4) for v in p] for p in probs[1]],
         "width_probs": [[round(float(v), 4) for v in p] for p in probs[2]],
-        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in opt.items()},
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(opt).items()},
         "data": data.name,
     }
-    if ctx.workdir is not None:
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        torch.save({"supernet": net.state_dict(), "arch": arch.state_dict()}, ctx.workdir / "dnas_supernet.pt")
-        (ctx.workdir / "dnas_arch.json").write_text(json.dumps({"arch": space.format_arch(derived), **extra}, indent=1))
-    return SearchResult(
-        algo="dnas",
-        archs=[derived],
-        predicted=[predicted],
-        scores=[score],
-        evals=1,
-        wall_s=time.perf_counter() - t0,
-        history=history,
-        extra=extra,
-    )
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        torch.save({"supernet": net.state_dict(), "arch": arch.state_dict()}, workdir / "dnas_supernet.pt")
+        (workdir / "dnas_arch.json").write_text(json.dumps({"arch": space.format_arch(derived), **extra}, indent=1))
+    return tuple(derived), _Trained(layout=layout, arch=arch, history=history, extra=extra, wall_s_start=t0)

@@ -1,62 +1,32 @@
 """The evolutionary engine shared by NSGA-II, HourNAS and NSE.
 
-``evaluator_for(ctx)`` builds the evaluator of a search (scorer, latency
-table, budget, evaluation bound, checkpoint); ``evolve(...)`` runs pymoo's
-NSGA-II with ask/tell inside a choice mask until an evaluation count is
-reached, checkpointing and reporting progress each generation;
-``result_from(...)`` turns the evaluator's archive into a :class:`SearchResult`.
+``evolve(algo, evaluator, mask, ...)`` is a generator for an algorithm's
+``_steps``: it runs pymoo's NSGA-II with ask/tell inside a choice mask,
+yields the archs of each generation that need a score (``yield from``), and
+stops once the evaluator holds ``stop_at`` scores; it checkpoints and reports
+progress each generation. ``result_from(...)`` turns the evaluator's archive
+into a :class:`SearchResult`.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Generator, Iterable
 
 import numpy as np
 
-from latnas.search.base import SearchContext, SearchResult
+from latnas.search.base import SearchResult
 from latnas.search.checkpoint import Checkpointer
 from latnas.search.problem import ArchEvaluator, ArchProblem, repair_to_mask, uniform_archs
-from latnas.search.rwe import make_scorer
 from latnas.spaces.base import Arch
+
+if TYPE_CHECKING:
+    from latnas.search.algorithm import Algorithm
 
 log = logging.getLogger(__name__)
 
-
-def scorer_key(ctx: SearchContext) -> str:
-    """What the scores depend on, for checkpoint compatibility."""
-    if "scorer" in ctx.options:
-        return str(ctx.options.get("scorer_key", "custom"))
-    d = ctx.data
-    if d is None:
-        return f"rwe:default-digits:seed={ctx.seed}"
-    shape = tuple(d.x_train.shape[1:])
-    return f"rwe:{d.name}:{len(d.x_train)}/{len(d.x_val)}:{shape}:seed={ctx.seed}"
-
-
-def evaluator_for(ctx: SearchContext, algo: str) -> tuple[ArchEvaluator, Checkpointer | None]:
-    """The evaluator of one search, with stored scores preloaded when resuming."""
-    scorer = make_scorer(ctx)
-    ckpt = None
-    preloaded: dict[Arch, float] = {}
-    if ctx.workdir is not None:
-        meta = {
-            "algo": algo,
-            "space": ctx.space.name,
-            "scorer": scorer_key(ctx),
-            "seed": ctx.seed,
-            "budget": ctx.budget,
-            "evals": ctx.evals,
-            "latency_unit": ctx.latency.unit,
-        }
-        ckpt = Checkpointer(ctx.workdir, ctx.space, meta)
-        if ctx.options.get("resume"):
-            preloaded = ckpt.load_scores()
-            if preloaded:
-                log.info("resuming: %d stored scores from %s", len(preloaded), ckpt.path)
-    ev = ArchEvaluator(ctx.space, ctx.latency, scorer, budget=ctx.budget, max_evals=ctx.evals, preloaded=preloaded)
-    return ev, ckpt
+Steps = Generator[list[Arch], np.ndarray, list[dict[str, Any]]]
 
 
 def space_size(mask: np.ndarray) -> int:
@@ -69,7 +39,7 @@ def _all_archs(mask: np.ndarray) -> np.ndarray:
 
 
 def evolve(
-    ctx: SearchContext,
+    algo: "Algorithm",
     evaluator: ArchEvaluator,
     mask: np.ndarray | None = None,
     *,
@@ -80,8 +50,8 @@ def evolve(
     max_gen: int | None = None,
     phase: str = "",
     checkpoint: Checkpointer | None = None,
-) -> list[dict[str, Any]]:
-    """Run NSGA-II inside ``mask`` until ``evaluator.n_evals`` reaches ``stop_at``.
+) -> Steps:
+    """Run NSGA-II inside ``mask`` until ``evaluator.n_evals`` reaches ``stop_at`` (a generator).
 
     ``initial`` archs (repaired into the mask) seed the first population; the
     rest is drawn uniformly from the mask. A mask whose whole space fits in the
@@ -92,12 +62,14 @@ def evolve(
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.repair.rounding import RoundingRepair
 
+    from latnas.search.algorithm import score_with
     from latnas.search.problem import AllowedChoiceRepair
 
     problem = ArchProblem(evaluator, mask)
     mask = problem.mask
     stop_at = evaluator.max_evals if stop_at is None else min(int(stop_at), evaluator.max_evals)
-    seed = ctx.seed if seed is None else seed
+    seed = algo.seed if seed is None else seed
+    space, unit = evaluator.space, evaluator.problem.unit
     history: list[dict[str, Any]] = []
 
     def note(gen: int, population: np.ndarray) -> None:
@@ -117,10 +89,10 @@ def evolve(
         }
         history.append(row)
         if checkpoint is not None:
-            checkpoint.save(evaluator, {"phase": phase, "generation": gen, "population": [ctx.space.format_arch(a) for a in population]})
-        if ctx.progress is not None:
-            best = "-" if arch is None else f"{score:.3f} @ {row['best_latency']:.3g} {ctx.latency.unit}"
-            ctx.progress(evaluator.n_evals, evaluator.max_evals, f"{phase or 'search'} gen {gen}: best {best}")
+            checkpoint.save(evaluator, {"phase": phase, "generation": gen, "population": [space.format_arch(a) for a in population]})
+        if algo.progress is not None:
+            best = "-" if arch is None else f"{score:.3f} @ {row['best_latency']:.3g} {unit}"
+            algo.progress(evaluator.n_evals, evaluator.max_evals, f"{phase or 'search'} gen {gen}: best {best}")
 
     if evaluator.n_evals >= stop_at:
         return history
@@ -128,12 +100,12 @@ def evolve(
     size = space_size(mask)
     if size <= max(budget_here, 1) and size <= 4096:
         everything = _all_archs(mask)
-        evaluator.evaluate(everything)
+        yield from score_with(evaluator, everything)
         note(0, everything)
         return history
 
     rng = np.random.default_rng(seed)
-    pop_size = int(pop_size or ctx.options.get("pop_size") or max(8, min(50, ctx.evals // 5)))
+    pop_size = int(pop_size or max(8, min(50, evaluator.max_evals // 5)))
     pop_size = max(4, min(pop_size, budget_here, size))
     seeds: list[Arch] = []
     initial = list(initial)
@@ -156,7 +128,7 @@ def evolve(
         eliminate_duplicates=True,
     )
     if max_gen is None:
-        max_gen = int(ctx.options.get("max_gen") or 20 + 10 * math.ceil(budget_here / pop_size))
+        max_gen = 20 + 10 * math.ceil(budget_here / pop_size)
     algorithm.setup(problem, termination=("n_gen", max_gen), seed=int(seed), verbose=False)
     gen = 0
     while algorithm.has_next() and evaluator.n_evals < stop_at:
@@ -165,6 +137,7 @@ def evolve(
         pop = algorithm.ask()
         if pop is None or len(pop) == 0:
             break
+        yield from score_with(evaluator, repair_to_mask(pop.get("X"), mask, problem.lookup))
         algorithm.evaluator.eval(problem, pop)
         algorithm.tell(infills=pop)
         population = repair_to_mask(algorithm.pop.get("X"), mask, problem.lookup)
@@ -175,7 +148,6 @@ def evolve(
 
 def result_from(
     algo: str,
-    ctx: SearchContext,
     evaluator: ArchEvaluator,
     history: list[dict[str, Any]],
     t0: float,
@@ -184,7 +156,7 @@ def result_from(
     """The Pareto front of every scored arch, best score first."""
     archs, scores, lat = evaluator.front()
     every, every_scores, every_lat = evaluator.archive()
-    archive = [[ctx.space.format_arch(a), float(s), float(l)] for a, s, l in zip(every, every_scores, every_lat)]
+    archive = [[evaluator.space.format_arch(a), float(s), float(l)] for a, s, l in zip(every, every_scores, every_lat)]
     return SearchResult(
         algo=algo,
         archs=[tuple(int(v) for v in a) for a in archs],

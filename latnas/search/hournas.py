@@ -9,19 +9,20 @@ layers. Phase 2 shrinks every other layer to the choices still affordable
 (:func:`shrink_mask`) and searches the rest inside that smaller space,
 starting from the phase-1 winner.
 
-Options: ``vital_share`` (0.5), ``phase1_evals`` (share of evaluations for
-phase 1, 0.3), ``pop_size``.
+Phase 1's tighter bound is a per-phase ``limit`` on the run state (the
+problem's budget is never changed). Options: :class:`HourNAS.Options`.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from latnas.latency_table import LatencyTable
-from latnas.search.base import SearchContext, SearchResult, register_algorithm
-from latnas.search.evolution import evaluator_for, evolve, result_from, space_size
+from latnas.search.algorithm import Algorithm, register_algorithm
+from latnas.search.evolution import evolve, result_from, space_size
 
 
 def _masked_cost(table: LatencyTable, mask: np.ndarray) -> np.ndarray:
@@ -68,64 +69,77 @@ def shrink_mask(table: LatencyTable, mask: np.ndarray, budget: float) -> np.ndar
 
 
 @register_algorithm("hournas")
-def run_hournas(ctx: SearchContext) -> SearchResult:
-    t0 = time.perf_counter()
-    space, table = ctx.space, ctx.latency
-    evaluator, ckpt = evaluator_for(ctx, "hournas")
-    full = space.allowed_mask()
-    vital = sorted(set(space.vital)) or [0]
-    nonvital = [l for l in range(space.n_layers) if l not in vital]
-    cheapest = cheapest_choices(table, full)
-    min_arch, min_lat = table.min_arch()
-    budget = ctx.budget
-    share = float(ctx.options.get("vital_share", 0.5))
-    phase1_share = float(ctx.options.get("phase1_evals", 0.3))
-    history: list[dict[str, Any]] = []
+class HourNAS(Algorithm):
+    """Vital layers first under a share of the slack, then the rest in a shrunk space; resumable."""
 
-    # ---- phase 1: vital layers only, the rest at their cheapest choice
-    mask1 = full.copy()
-    for l in nonvital:
-        mask1[l] = False
-        mask1[l, cheapest[l]] = True
-    vital_budget = None if budget is None else min_lat + share * (budget - min_lat)
-    if vital_budget is not None:
-        mask1 = shrink_mask(table, mask1, vital_budget)
-    evaluator.budget = vital_budget
-    stop1 = max(1, int(round(phase1_share * ctx.evals)))
-    history += evolve(ctx, evaluator, mask1, stop_at=stop1, phase="hournas-vital", checkpoint=ckpt)
-    evaluator.budget = budget
-    archs, scores, lat = evaluator.archive()
-    if archs:
-        winner = archs[int(np.argmax(scores))]
-    else:  # nothing scorable within the vital budget: fall back to the cheapest arch
-        winner = tuple(int(v) for v in min_arch)
-    vital_choice = {l: int(winner[l]) for l in vital}
+    supports_resume = True
 
-    # ---- phase 2: fix the vital layers, shrink the rest to what the budget affords
-    mask2 = full.copy()
-    for l in vital:
-        mask2[l] = False
-        mask2[l, vital_choice[l]] = True
-    size_before = space_size(mask2)
-    if budget is not None:
-        mask2 = shrink_mask(table, mask2, budget)
-    kept = mask2.sum(axis=1)
-    history.append(
-        {
-            "phase": "hournas-shrink",
-            "evals": evaluator.n_evals,
+    @dataclass
+    class Options:
+        vital_share: float = 0.5  # share of (budget - min latency) the vital layers may use in phase 1
+        phase1_evals: float = 0.3  # share of the evaluations spent in phase 1
+        pop_size: int | None = None
+
+    def _steps(self):
+        t0 = time.perf_counter()
+        problem = self.problem
+        space, table = problem.space, problem.latency_table
+        evaluator, ckpt = self.evaluator()
+        opt = self.options
+        full = space.allowed_mask()
+        vital = sorted(set(space.vital)) or [0]
+        nonvital = [l for l in range(space.n_layers) if l not in vital]
+        cheapest = cheapest_choices(table, full)
+        min_arch, min_lat = table.min_arch()
+        budget = None if problem.budget is None else problem.budget.value
+        history: list[dict[str, Any]] = []
+
+        # ---- phase 1: vital layers only, the rest at their cheapest choice
+        mask1 = full.copy()
+        for l in nonvital:
+            mask1[l] = False
+            mask1[l, cheapest[l]] = True
+        vital_budget = None if budget is None else min_lat + float(opt.vital_share) * (budget - min_lat)
+        if vital_budget is not None:
+            mask1 = shrink_mask(table, mask1, vital_budget)
+        evaluator.limit = vital_budget
+        stop1 = max(1, int(round(float(opt.phase1_evals) * self.n_evals)))
+        history += yield from evolve(self, evaluator, mask1, stop_at=stop1, pop_size=opt.pop_size,
+                                     phase="hournas-vital", checkpoint=ckpt)
+        evaluator.limit = None
+        archs, scores, lat = evaluator.archive()
+        if archs:
+            winner = archs[int(np.argmax(scores))]
+        else:  # nothing scorable within the vital budget: fall back to the cheapest arch
+            winner = tuple(int(v) for v in min_arch)
+        vital_choice = {l: int(winner[l]) for l in vital}
+
+        # ---- phase 2: fix the vital layers, shrink the rest to what the budget affords
+        mask2 = full.copy()
+        for l in vital:
+            mask2[l] = False
+            mask2[l, vital_choice[l]] = True
+        size_before = space_size(mask2)
+        if budget is not None:
+            mask2 = shrink_mask(table, mask2, budget)
+        kept = mask2.sum(axis=1)
+        history.append(
+            {
+                "phase": "hournas-shrink",
+                "evals": evaluator.n_evals,
+                "vital_choice": {str(k): v for k, v in vital_choice.items()},
+                "kept_per_layer": [int(k) for k in kept],
+                "space_size_before": size_before,
+                "space_size": space_size(mask2),
+            }
+        )
+        history += yield from evolve(self, evaluator, mask2, stop_at=self.n_evals, initial=[winner], pop_size=opt.pop_size,
+                                     phase="hournas-rest", checkpoint=ckpt, seed=self.seed + 1)
+        extra = {
+            "vital_layers": vital,
             "vital_choice": {str(k): v for k, v in vital_choice.items()},
+            "vital_budget": vital_budget,
             "kept_per_layer": [int(k) for k in kept],
-            "space_size_before": size_before,
-            "space_size": space_size(mask2),
+            "shrunk_space_size": space_size(mask2),
         }
-    )
-    history += evolve(ctx, evaluator, mask2, stop_at=ctx.evals, initial=[winner], phase="hournas-rest", checkpoint=ckpt, seed=ctx.seed + 1)
-    extra = {
-        "vital_layers": vital,
-        "vital_choice": {str(k): v for k, v in vital_choice.items()},
-        "vital_budget": vital_budget,
-        "kept_per_layer": [int(k) for k in kept],
-        "shrunk_space_size": space_size(mask2),
-    }
-    return result_from("hournas", ctx, evaluator, history, t0, extra)
+        return result_from(self.name, evaluator, history, t0, extra)

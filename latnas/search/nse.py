@@ -8,18 +8,19 @@ population with the best archs found so far so each round inherits what the
 previous one learned. Subset sizes per round are recorded in ``history``.
 Works on any space, multi-branch candidates included.
 
-Options: ``rounds`` (4), ``init_size`` (2), ``grow`` (2), ``pop_size``.
+Options: :class:`NSE.Options`.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from latnas.latency_table import LatencyTable
-from latnas.search.base import SearchContext, SearchResult, register_algorithm
-from latnas.search.evolution import evaluator_for, evolve, result_from, space_size
+from latnas.search.algorithm import Algorithm, register_algorithm
+from latnas.search.evolution import evolve, result_from, space_size
 from latnas.search.hournas import cheapest_choices
 from latnas.spaces.base import Arch
 
@@ -62,44 +63,57 @@ def _elite(evaluator, n: int) -> list[Arch]:
 
 
 @register_algorithm("nse")
-def run_nse(ctx: SearchContext) -> SearchResult:
-    t0 = time.perf_counter()
-    space, table = ctx.space, ctx.latency
-    evaluator, ckpt = evaluator_for(ctx, "nse")
-    rng = np.random.default_rng(ctx.seed)
-    rounds = max(1, int(ctx.options.get("rounds", 4)))
-    grow = max(1, int(ctx.options.get("grow", 2)))
-    pop_size = int(ctx.options.get("pop_size") or max(8, min(50, ctx.evals // (2 * rounds))))
-    allowed = space.allowed_mask()
-    subset = initial_subset(table, allowed, int(ctx.options.get("init_size", 2)), rng)
-    history: list[dict[str, Any]] = []
-    rounds_info: list[dict[str, Any]] = []
-    inherited: list[Arch] = []
-    for r in range(rounds):
-        stop = int(round(ctx.evals * (r + 1) / rounds))
-        gens = evolve(
-            ctx, evaluator, subset, stop_at=stop, pop_size=pop_size, initial=inherited,
-            phase=f"nse-round{r}", checkpoint=ckpt, seed=ctx.seed + r,
-        )
-        history += gens
-        best, best_score = evaluator.best()
-        last = gens[-1] if gens else {}
-        info = {
-            "phase": f"nse-round{r}",
-            "round": r,
-            "evals": evaluator.n_evals,
-            "subset_sizes": [int(v) for v in subset.sum(axis=1)],
-            "subset_total": int(subset.sum()),
-            "space_size": space_size(subset),
-            "best_score": None if best is None else float(best_score),
-            "population_best": last.get("population_best"),
-            "inherited": len(inherited),
-        }
-        rounds_info.append(info)
-        history.append(info)
-        inherited = _elite(evaluator, pop_size)
-        if best is None:  # nothing feasible scored yet: grow around the cheapest arch
-            best = tuple(int(v) for v in cheapest_choices(table, subset))
-        if r < rounds - 1:
-            subset = grow_subset(table, allowed, subset, best, grow)
-    return result_from("nse", ctx, evaluator, history, t0, {"rounds": rounds_info})
+class NSE(Algorithm):
+    """Rounds of NSGA-II in growing per-layer op subsets; resumable."""
+
+    supports_resume = True
+
+    @dataclass
+    class Options:
+        rounds: int = 4  # search rounds; the subsets grow between rounds
+        init_size: int = 2  # choices per layer in the first round (cheapest + random)
+        grow: int = 2  # choices added per layer after each round
+        pop_size: int | None = None  # None: evals // (2 * rounds), clipped to [8, 50]
+
+    def _steps(self):
+        t0 = time.perf_counter()
+        space, table = self.problem.space, self.problem.latency_table
+        evaluator, ckpt = self.evaluator()
+        opt = self.options
+        rng = np.random.default_rng(self.seed)
+        rounds = max(1, int(opt.rounds))
+        grow = max(1, int(opt.grow))
+        pop_size = int(opt.pop_size or max(8, min(50, self.n_evals // (2 * rounds))))
+        allowed = space.allowed_mask()
+        subset = initial_subset(table, allowed, int(opt.init_size), rng)
+        history: list[dict[str, Any]] = []
+        rounds_info: list[dict[str, Any]] = []
+        inherited: list[Arch] = []
+        for r in range(rounds):
+            stop = int(round(self.n_evals * (r + 1) / rounds))
+            gens = yield from evolve(
+                self, evaluator, subset, stop_at=stop, pop_size=pop_size, initial=inherited,
+                phase=f"nse-round{r}", checkpoint=ckpt, seed=self.seed + r,
+            )
+            history += gens
+            best, best_score = evaluator.best()
+            last = gens[-1] if gens else {}
+            info = {
+                "phase": f"nse-round{r}",
+                "round": r,
+                "evals": evaluator.n_evals,
+                "subset_sizes": [int(v) for v in subset.sum(axis=1)],
+                "subset_total": int(subset.sum()),
+                "space_size": space_size(subset),
+                "best_score": None if best is None else float(best_score),
+                "population_best": last.get("population_best"),
+                "inherited": len(inherited),
+            }
+            rounds_info.append(info)
+            history.append(info)
+            inherited = _elite(evaluator, pop_size)
+            if best is None:  # nothing feasible scored yet: grow around the cheapest arch
+                best = tuple(int(v) for v in cheapest_choices(table, subset))
+            if r < rounds - 1:
+                subset = grow_subset(table, allowed, subset, best, grow)
+        return result_from(self.name, evaluator, history, t0, {"rounds": rounds_info})

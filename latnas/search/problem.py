@@ -19,13 +19,15 @@ from which fronts are read.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 
+from latnas.errors import DataError
 from latnas.latency_table import LatencyTable
+from latnas.search.budget import Budget
 from latnas.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -68,35 +70,101 @@ class AllowedChoiceRepair(Repair):
         return repair_to_mask(X, problem.mask, problem.lookup)
 
 
-# -------------------------------------------------------------- evaluator
-class ArchEvaluator:
-    """Scores archs once each, within an evaluation budget, and keeps the archive.
+# ---------------------------------------------------------------- problem
+class SearchProblem:
+    """What is searched: a space, its latency objective, an optional budget and the accuracy estimate.
 
-    ``preloaded`` scores (from a checkpoint) are reused without calling the
-    scorer but still count as evaluations when first requested, so a resumed
-    seeded search replays exactly like an uninterrupted one.
+    As in pymoo, the problem owns its bounds and constraints: the budget lives
+    here, once, with its unit (checked against the latency table at
+    construction), and :meth:`feasible` is the one place that decides whether
+    an arch meets it. :meth:`score` runs the scorer (the slow part; between an
+    algorithm's ``ask`` and ``tell`` it may run anywhere). ``data`` is the
+    dataset the scorer and supernet-training algorithms use (None: each
+    algorithm that needs one loads the default). ``scorer_key`` says what the
+    scores depend on, so checkpoints are only reused with the same scores.
     """
 
     def __init__(
         self,
         space: SearchSpace,
-        table: LatencyTable,
+        latency: LatencyTable,
         scorer: Scorer,
-        budget: float | None = None,
-        max_evals: int = 200,
-        preloaded: dict[Arch, float] | None = None,
-        on_eval: Callable[["ArchEvaluator"], None] | None = None,
+        budget: Budget | None = None,
+        data: Any = None,
+        scorer_key: str = "custom",
     ):
+        if latency.table.shape != (space.n_layers, space.n_choices):
+            raise DataError(f"latency table has shape {latency.table.shape}, space {space.name!r} needs "
+                            f"{(space.n_layers, space.n_choices)}")
+        if budget is not None:
+            if not isinstance(budget, Budget):
+                raise TypeError("budget must be a latnas.search.budget.Budget (parse text with Budget.parse)")
+            budget.check(latency, space)
         self.space = space
-        self.table = table
+        self.latency_table = latency
         self.scorer = scorer
         self.budget = budget
+        self.data = data
+        self.scorer_key = scorer_key
+
+    @property
+    def unit(self) -> str:
+        return self.latency_table.unit
+
+    def latency(self, archs: np.ndarray) -> np.ndarray:
+        """Predicted latency (objective unit) of each arch."""
+        return self.latency_table.predict(np.atleast_2d(np.asarray(archs, dtype=np.int64)))
+
+    def feasible(self, latency: np.ndarray, limit: float | None = None) -> np.ndarray:
+        """Elementwise: finite latency within the budget (and within ``limit``, a tighter bound an algorithm may set)."""
+        lat = np.asarray(latency, dtype=np.float64)
+        ok = np.isfinite(lat) if self.budget is None else self.budget.admits(lat)
+        return ok if limit is None else ok & (lat <= limit)
+
+    def bound(self, limit: float | None = None) -> float | None:
+        """The latency bound in force: the budget, or ``limit`` when tighter."""
+        values = [v for v in (None if self.budget is None else self.budget.value, limit) if v is not None]
+        return min(values) if values else None
+
+    def score(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Accuracy estimate of each arch (higher is better); archs over budget are refused."""
+        archs = [tuple(int(v) for v in a) for a in archs]
+        if not archs:
+            return np.zeros(0)
+        over = ~self.feasible(self.latency(np.asarray(archs)))
+        if over.any():
+            bad = archs[int(np.flatnonzero(over)[0])]
+            raise DataError(f"arch {self.space.format_arch(bad)} is over the budget {self.budget}; not scored")
+        scores = np.asarray(self.scorer(archs), dtype=np.float64).reshape(-1)
+        if len(scores) != len(archs):
+            raise DataError(f"scorer returned {len(scores)} scores for {len(archs)} archs")
+        return scores
+
+
+# -------------------------------------------------------------- evaluator
+class ArchEvaluator:
+    """The run state of one search: scores once per arch, an evaluation bound, the archive.
+
+    Evaluation is split for ask/tell: :meth:`request` names the archs that need
+    a score now (feasible, unscored, within the remaining evaluations),
+    :meth:`record` stores their scores, :meth:`lookup` reads scores back
+    (NaN where unscored). :meth:`evaluate` does all three with the problem's
+    scorer. ``preloaded`` scores (from a checkpoint) are reused without scoring
+    but still count as evaluations when first requested, so a resumed seeded
+    search replays exactly like an uninterrupted one. ``limit`` is a tighter
+    latency bound than the budget for one phase of an algorithm (HourNAS).
+    """
+
+    def __init__(self, problem: SearchProblem, max_evals: int = 200, preloaded: dict[Arch, float] | None = None):
+        self.problem = problem
+        self.space = problem.space
         self.max_evals = int(max_evals)
         self.preloaded = dict(preloaded or {})
+        self.limit: float | None = None
         self.cache: dict[Arch, float] = {}  # scored in this run, in order
         self.latency_of: dict[Arch, float] = {}
-        self.on_eval = on_eval
         self.scorer_calls = 0
+        self._pending: list[Arch] = []
 
     @property
     def n_evals(self) -> int:
@@ -110,46 +178,63 @@ class ArchEvaluator:
     def exhausted(self) -> bool:
         return self.n_evals >= self.max_evals
 
+    @property
+    def bound(self) -> float | None:
+        return self.problem.bound(self.limit)
+
     def latency(self, archs: np.ndarray) -> np.ndarray:
-        return self.table.predict(np.atleast_2d(np.asarray(archs, dtype=np.int64)))
+        return self.problem.latency(archs)
 
     def feasible(self, latency: np.ndarray) -> np.ndarray:
-        lat = np.asarray(latency, dtype=np.float64)
-        ok = np.isfinite(lat)
-        return ok if self.budget is None else ok & (lat <= self.budget)
+        return self.problem.feasible(latency, self.limit)
+
+    def request(self, archs: np.ndarray) -> list[Arch]:
+        """The archs of ``archs`` whose score must be computed now (checkpointed ones are taken as stored)."""
+        archs = np.atleast_2d(np.asarray(archs, dtype=np.int64))
+        if archs.size == 0:
+            return []
+        ok = self.feasible(self.latency(archs))
+        fresh: list[Arch] = []
+        for i, row in enumerate(archs):
+            key = tuple(int(v) for v in row)
+            if ok[i] and key not in self.cache and key not in fresh and len(fresh) < self.remaining:
+                fresh.append(key)
+        self._pending = fresh
+        return [k for k in fresh if k not in self.preloaded]
+
+    def record(self, archs: Sequence[Arch], scores: np.ndarray) -> None:
+        """Store the scores of the archs :meth:`request` asked for (in request order)."""
+        keys = [tuple(int(v) for v in a) for a in archs]
+        values = dict(zip(keys, np.asarray(scores, dtype=np.float64).reshape(-1)))
+        self.scorer_calls += len(keys)
+        fresh, self._pending = self._pending, []
+        if not fresh:
+            fresh = keys
+        lat = self.latency(np.asarray(fresh)) if fresh else np.zeros(0)
+        for key, l in zip(fresh, lat):
+            if key in values:
+                self.cache[key] = float(values[key])
+            elif key in self.preloaded:
+                self.cache[key] = float(self.preloaded[key])
+            else:
+                raise DataError(f"no score was told for arch {self.space.format_arch(key)}")
+            self.latency_of[key] = float(l)
+
+    def lookup(self, archs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (NaN where not scored) and latency of each arch."""
+        archs = np.atleast_2d(np.asarray(archs, dtype=np.int64))
+        if archs.size == 0:
+            return np.zeros(0), np.zeros(0)
+        lat = self.latency(archs)
+        scores = np.array([self.cache.get(tuple(int(v) for v in row), np.nan) for row in archs], dtype=np.float64)
+        return scores, lat
 
     def evaluate(self, archs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (NaN where not scored: over budget or evaluations spent) and latency of each arch."""
-        archs = np.atleast_2d(np.asarray(archs, dtype=np.int64))
-        lat = self.latency(archs)
-        ok = self.feasible(lat)
-        scores = np.full(len(archs), np.nan)
-        todo: list[tuple[int, Arch]] = []
-        for i, row in enumerate(archs):
-            if not ok[i]:
-                continue
-            key = tuple(int(v) for v in row)
-            if key in self.cache:
-                scores[i] = self.cache[key]
-            else:
-                todo.append((i, key))
-        # de-duplicate and respect the evaluation budget (checkpointed scores count too, in order)
-        fresh: list[Arch] = []
-        for _, key in todo:
-            if key not in fresh and len(fresh) < self.remaining:
-                fresh.append(key)
-        to_score = [k for k in fresh if k not in self.preloaded]
-        values = dict(zip(to_score, np.asarray(self.scorer(to_score), dtype=np.float64))) if to_score else {}
-        self.scorer_calls += len(to_score)
-        for key in fresh:
-            self.cache[key] = float(values[key]) if key in values else float(self.preloaded[key])
-        for i, key in todo:
-            if key in self.cache:
-                scores[i] = self.cache[key]
-                self.latency_of[key] = float(lat[i])
-        if fresh and self.on_eval is not None:
-            self.on_eval(self)
-        return scores, lat
+        """:meth:`request`, score with the problem's scorer, :meth:`record`, :meth:`lookup`."""
+        todo = self.request(archs)
+        if self._pending:
+            self.record(todo, self.problem.score(todo) if todo else np.zeros(0))
+        return self.lookup(archs)
 
     # ---------------------------------------------------------- archive
     def archive(self) -> tuple[list[Arch], np.ndarray, np.ndarray]:
@@ -193,9 +278,13 @@ def pareto_indices(scores: np.ndarray, latency: np.ndarray) -> list[int]:
     return sorted(int(first[i]) for i in nd)
 
 
-# ----------------------------------------------------------------- problem
+# ------------------------------------------------------------ pymoo problem
 class ArchProblem(Problem):
-    """pymoo problem: minimise (-score, latency) s.t. latency <= budget, over ``mask``."""
+    """pymoo problem: minimise (-score, latency) s.t. latency <= bound, over ``mask``.
+
+    Evaluation only reads the scores the evaluator already holds: the search
+    loop scores requested archs first (ask/tell), then lets pymoo evaluate.
+    """
 
     def __init__(self, evaluator: ArchEvaluator, mask: np.ndarray | None = None):
         space = evaluator.space
@@ -212,7 +301,7 @@ class ArchProblem(Problem):
         super().__init__(
             n_var=space.n_layers,
             n_obj=2,
-            n_ieq_constr=0 if evaluator.budget is None else 1,
+            n_ieq_constr=0 if evaluator.bound is None else 1,
             xl=xl,
             xu=xu,
             vtype=int,
@@ -220,11 +309,12 @@ class ArchProblem(Problem):
 
     def _evaluate(self, X, out, *args, **kwargs):
         archs = repair_to_mask(X, self.mask, self.lookup)
-        scores, lat = self.evaluator.evaluate(archs)
+        scores, lat = self.evaluator.lookup(archs)
         finite_lat = np.where(np.isfinite(lat), lat, np.finfo(np.float64).max / 4)
         out["F"] = np.column_stack([-np.nan_to_num(scores, nan=0.0), finite_lat])
-        if self.evaluator.budget is not None:
-            out["G"] = (finite_lat - self.evaluator.budget)[:, None]
+        bound = self.evaluator.bound
+        if bound is not None:
+            out["G"] = (finite_lat - bound)[:, None]
 
 
 def uniform_archs(mask: np.ndarray, n: int, rng: np.random.Generator, exclude: Iterable[Arch] = ()) -> list[Arch]:

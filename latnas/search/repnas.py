@@ -19,20 +19,20 @@ checked against the masked multi-branch model. The arch is the per-layer
 branch mask in the space's encoding (:mod:`latnas.spaces.repnas`), its latency
 comes from the context's table (``table.space == "repnas"``).
 
-Options (``ctx.options``): ``epochs`` (5 incl. warm-up), ``warmup_epochs``
-(1), ``fraction`` (0.34), ``finetune_epochs`` (2), ``batch_size`` (32),
-``max_batches`` (None = all batches per epoch), ``resolution`` (32; larger
-inputs are downsampled), ``width_mult`` (0.5, proxy width of the trained network), ``w_lr`` (0.05), ``s_lr`` (0.05),
-``tau`` (1.0, sigmoid temperature of the STE), ``noise`` (1.0, Gumbel noise
-scale on the scores; 0 = none), ``threads`` (1, torch intra-op threads
-during the run; 0 = unchanged).
+The termination's evaluation count is the number of candidate archs scored
+with the problem's scorer (``ask``/``tell``): the final mask, then masks
+drawn as noisy top-k of the learned scores (fitted to the budget the same
+way). The trained model's own accuracies are in ``extra`` (``masked_val_acc``,
+``fused_val_acc``). Options: :class:`RepNAS.Options`. Resuming is refused.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,30 +42,14 @@ from torch import nn
 
 from latnas.blocks.dbb import DiverseBranchBlock
 from latnas.errors import DataError
-from latnas.search.base import SearchContext, SearchResult, register_algorithm
-from latnas.search.dnas import _at_resolution, batches, context_data, options_with_defaults, torch_threads
+from latnas.search.algorithm import Algorithm, register_algorithm, score_with
+from latnas.search.evolution import result_from
+from latnas.search.training import accuracy, at_resolution, batches, torch_threads, training_data
 from latnas.spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
 
 ALWAYS_ON = "kxk"
-DEFAULTS: dict[str, Any] = {
-    "epochs": 5,
-    "warmup_epochs": 1,
-    "fraction": 0.34,
-    "finetune_epochs": 2,
-    "batch_size": 32,
-    "max_batches": None,
-    "resolution": 32,
-    "width_mult": 0.5,
-    "w_lr": 0.05,
-    "s_lr": 0.05,
-    "tau": 1.0,
-    "noise": 1.0,
-    "threads": 1,
-}
-
-
 # ------------------------------------------------------------------- masks
 def n_keep(total: int, fraction: float) -> int:
     """``k = round(fraction x total)``, clipped to ``[0, total]``."""
@@ -233,46 +217,86 @@ def fused_parity(model: nn.Module, fused: nn.Module, x: torch.Tensor) -> float:
     return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
 
 
-@torch.no_grad()
-def _accuracy(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((fn(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-    return correct / max(1, len(x))
-
-
 # ---------------------------------------------------------------- algorithm
 @register_algorithm("repnas")
-def run(ctx: SearchContext) -> SearchResult:
+class RepNAS(Algorithm):
     """RepNAS branch search; see the module docstring."""
-    opt = options_with_defaults(dict(ctx.options), DEFAULTS, "repnas")
-    with torch_threads(int(opt["threads"])):
-        return _run(ctx, opt)
+
+    @dataclass
+    class Options:
+        epochs: int = 5  # warm-up included
+        warmup_epochs: int = 1
+        fraction: float = 0.34  # share of optional branches kept (global top-k)
+        finetune_epochs: int = 2
+        batch_size: int = 32
+        max_batches: int | None = None  # per epoch; None = all
+        resolution: int | None = 32  # larger inputs are downsampled
+        width_mult: float = 0.5  # proxy width of the trained network
+        w_lr: float = 0.05
+        s_lr: float = 0.05
+        tau: float = 1.0  # sigmoid temperature of the STE
+        noise: float = 1.0  # Gumbel noise scale on the scores (0 = none)
+        threads: int = 1  # torch intra-op threads during the run (0 = unchanged)
+
+    def _steps(self):
+        t0 = time.perf_counter()
+        with torch_threads(int(self.options.threads)):
+            state = _run(self.problem, self.options, self.seed, self.workdir, self.progress)
+        evaluator, _ = self.evaluator()
+        candidates = [state["arch"]]
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        tries = 0
+        while len(candidates) < evaluator.max_evals and tries < 20 * evaluator.max_evals:
+            tries += 1
+            mask = topk_mask(state["scores"] + float(self.options.noise or 1.0) * gumbel_noise(state["scores"].shape, gen), state["k"])
+            arch, _ = _fit_budget(self.problem, state["net"], mask, state["scores"])
+            if arch not in candidates:
+                candidates.append(arch)
+        yield from score_with(evaluator, np.asarray(candidates, dtype=np.int64))
+        res = result_from(self.name, evaluator, state["history"], t0, state["extra"])
+        res.extra["candidates"] = len(candidates)
+        return res
 
 
-def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
-    t0 = time.perf_counter()
-    space, table = ctx.space, ctx.latency
+def _fit_budget(problem, net: "RepNASNet", mask: torch.Tensor, scores: torch.Tensor) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+    """Drop the least important kept branches of ``mask`` (in place) until its arch meets the budget."""
+    space, table = problem.space, problem.latency_table
+    arch = mask_to_arch(space, net, mask)
+    fixes: list[dict[str, Any]] = []
+    if problem.budget is None:
+        return arch, fixes
+    predicted = float(table.predict(np.array([arch]))[0])
+    order = [int(i) for i in torch.argsort(scores.detach()) if mask[i] > 0.5]
+    for i in order:
+        if predicted <= problem.budget.value:
+            break
+        mask[i] = 0.0
+        arch = mask_to_arch(space, net, mask)
+        predicted = float(table.predict(np.array([arch]))[0])
+        fixes.append({"dropped": list(net.branch_index[i]), "latency": predicted})
+    return arch, fixes
+
+
+def _run(problem, opt, seed: int, workdir, progress) -> dict[str, Any]:
+    space, table = problem.space, problem.latency_table
     if any(space.choices[c].op != "dbb" for slot in space.layers for c in slot.allowed) or not space.stem:
         raise DataError(f"repnas searches DBB branch masks; space {space.name!r} has no DBB layers (use --space repnas)")
-    if ctx.data is None:
-        ctx.data = context_data(ctx)
-    data = _at_resolution(ctx.data, opt["resolution"])
-    torch.manual_seed(ctx.seed)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    net = RepNASNet(space, int(data.x_train.shape[1]), int(data.num_classes), float(opt["width_mult"]))
+    data = at_resolution(training_data(problem, seed), opt.resolution)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = RepNASNet(space, int(data.x_train.shape[1]), int(data.num_classes), float(opt.width_mult))
     total = net.n_optional
-    fraction = float(opt["fraction"])
+    fraction = float(opt.fraction)
     k = n_keep(total, fraction)
     scores = nn.Parameter(torch.zeros(total))
-    epochs, warm = int(opt["epochs"]), int(opt["warmup_epochs"])
-    ft_epochs = int(opt["finetune_epochs"])
-    bs, limit = int(opt["batch_size"]), (opt["max_batches"] or None)
+    epochs, warm = int(opt.epochs), int(opt.warmup_epochs)
+    ft_epochs = int(opt.finetune_epochs)
+    bs, limit = int(opt.batch_size), (opt.max_batches or None)
     steps = min(math.ceil(len(data.x_train) / bs), limit or 10**9)
-    w_opt = torch.optim.SGD(net.parameters(), lr=float(opt["w_lr"]), momentum=0.9, nesterov=True, weight_decay=4e-5)
+    w_opt = torch.optim.SGD(net.parameters(), lr=float(opt.w_lr), momentum=0.9, nesterov=True, weight_decay=4e-5)
     w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, (epochs + ft_epochs) * steps))
-    s_opt = torch.optim.Adam([scores], lr=float(opt["s_lr"]), betas=(0.5, 0.999))
-    tau, noise = float(opt["tau"]), float(opt["noise"])
+    s_opt = torch.optim.Adam([scores], lr=float(opt.s_lr), betas=(0.5, 0.999))
+    tau, noise = float(opt.tau), float(opt.noise)
     history: list[dict[str, Any]] = []
     on_rate: list[float] = []
     for epoch in range(epochs + ft_epochs):
@@ -313,32 +337,23 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
         }
         history.append(note)
         log.info("repnas epoch %d (%s): loss %.3f acc %.3f", epoch, phase, note["train_loss"], note["train_acc"])
-        if ctx.progress is not None:
-            ctx.progress(epoch + 1, epochs + ft_epochs, f"{phase} epoch {epoch + 1}/{epochs + ft_epochs} acc={note['train_acc']:.3f}")
+        if progress is not None:
+            progress(epoch + 1, epochs + ft_epochs, f"{phase} epoch {epoch + 1}/{epochs + ft_epochs} acc={note['train_acc']:.3f}")
 
     final = topk_mask(scores, k)
     arch = mask_to_arch(space, net, final)
-    same_space = table.space == space.name and table.n_layers == space.n_layers
-    predicted = float(table.predict(np.array([arch]))[0]) if same_space else float("nan")
     fixes: list[dict[str, Any]] = []
-    if ctx.budget is not None and same_space and predicted > ctx.budget:
-        # over budget: drop the least important kept branches until it fits (then fewer than k remain)
-        order = [int(i) for i in torch.argsort(scores.detach()) if final[i] > 0.5]
-        for i in order:
-            final[i] = 0.0
-            arch = mask_to_arch(space, net, final)
-            predicted = float(table.predict(np.array([arch]))[0])
-            fixes.append({"dropped": list(net.branch_index[i]), "latency": predicted})
-            if predicted <= ctx.budget:
-                break
+    if table.space == space.name and table.n_layers == space.n_layers:
+        arch, fixes = _fit_budget(problem, net, final, scores)
+    predicted = float(table.predict(np.array([arch]))[0])
     net.eval()
-    masked_acc = _accuracy(lambda x: net(x, final), data.x_val, data.y_val)
+    masked_acc = accuracy(lambda x: net(x, final), data.x_val, data.y_val)
     pruned = net.pruned(final).eval()
     from latnas.reparam import reparameterize_model
 
     fused = reparameterize_model(pruned)
     parity = fused_parity(MaskBound(net, final), fused, data.x_val[:64])
-    fused_acc = _accuracy(fused, data.x_val, data.y_val)
+    fused_acc = accuracy(fused, data.x_val, data.y_val)
     if parity > 1e-4:
         log.warning("repnas: fused model differs from the multi-branch model by %.2e (relative)", parity)
     kept = net.kept_branches(final)
@@ -354,23 +369,13 @@ def _run(ctx: SearchContext, opt: dict[str, Any]) -> SearchResult:
         "masked_val_acc": masked_acc,
         "fused_val_acc": fused_acc,
         "fused_parity_rel": parity,
-        "latency_source": "table" if same_space else "none: table is for another space; profile the arch",
         "budget_fixes": fixes,
-        "options": dict(opt),
+        "options": dataclasses.asdict(opt),
         "data": data.name,
     }
-    if ctx.workdir is not None:
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
         torch.save({"model": pruned.state_dict(), "fused": fused.state_dict(), "scores": scores.detach()},
-                   ctx.workdir / "repnas_model.pt")
-    return SearchResult(
-        algo="repnas",
-        archs=[arch],
-        predicted=[predicted],
-        scores=[fused_acc],
-        evals=1,
-        wall_s=time.perf_counter() - t0,
-        history=history,
-        extra=extra,
-    )
-
+                   workdir / "repnas_model.pt")
+    extra["predicted"] = predicted
+    return {"arch": tuple(arch), "net": net, "scores": scores.detach(), "k": k, "history": history, "extra": extra}

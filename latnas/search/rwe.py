@@ -134,16 +134,10 @@ class RWEScorer:
         return np.array([self.score(a) for a in archs], dtype=np.float64)
 
 
-def make_scorer(ctx) -> Scorer:
-    """The accuracy estimate of a search: ``ctx.options['scorer']`` if given, else RWE on ``ctx.data``."""
-    custom = ctx.options.get("scorer")
-    if custom is not None:
-        return custom
-    if ctx.data is None:
-        from latnas.search.data import load_data
-
-        ctx.data = load_data(space=ctx.space, seed=ctx.seed)
-    return RWEScorer(ctx.space, ctx.data, RWEConfig(seed=ctx.seed))
+def rwe_key(data: SearchData, seed: int) -> str:
+    """What RWE scores depend on (dataset, split sizes, image shape, weight seed), for checkpoints."""
+    shape = tuple(data.x_train.shape[1:])
+    return f"rwe:{data.name}:{len(data.x_train)}/{len(data.x_val)}:{shape}:seed={seed}"
 
 
 # ---------------------------------------------------------- rank study

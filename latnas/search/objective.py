@@ -1,0 +1,105 @@
+"""The latency objective of a search: load it, check it fits the space, translate budgets.
+
+``load_latency("flops" | table.json | predictor folder, space)`` gives a
+:class:`LatencyTable` (ms from a predictor, MFLOPs for the proxy).
+:func:`flops_budget_from_samples` gives the FLOPs proxy a fair budget: the
+MFLOPs that a linear fit on the same measured samples maps to the ms budget.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from latnas.errors import DataError, PredictorFileError
+from latnas.latency_table import TABLE_SCHEMA, LatencyTable, flops_table
+from latnas.spaces.base import SearchSpace
+
+
+def _compile_predictor_folder(path: Path, space: SearchSpace) -> LatencyTable:
+    """A saved predictor folder -> LatencyTable (``predictors.persistence`` + ``predictors.compile``)."""
+    try:
+        from predictors.compile import compile_predictor
+        from predictors.persistence import load_predictor
+    except ImportError as exc:
+        raise PredictorFileError(f"{path} is a predictor folder but the predictors package cannot load it: {exc}") from None
+    model, meta = load_predictor(path)
+    if meta.get("space") not in (None, space.name):
+        raise PredictorFileError(f"predictor was made for space {meta.get('space')!r}, not {space.name!r}; refused")
+    parts = [str(meta.get(k)) for k in ("target", "device", "backend") if meta.get(k)]
+    fp = meta.get("fingerprint")
+    if isinstance(fp, str) and fp:
+        parts.append(fp)
+    table = compile_predictor(model, device=" ".join(dict.fromkeys(parts)))
+    table.meta.setdefault("predictor_folder", str(path))
+    return table
+
+
+def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:
+    """``"flops"``, a latency table JSON file, or a saved predictor folder -> LatencyTable for ``space``."""
+    if str(predictor).lower() in ("flops", "mflops"):
+        return flops_table(space)
+    path = Path(predictor).expanduser()
+    if not path.exists():
+        raise PredictorFileError(f"predictor {path} does not exist (give a predictor folder, a latency table JSON or 'flops')")
+    if path.is_dir():
+        table_file = path / "latency_table.json"
+        table = LatencyTable.load(table_file) if table_file.is_file() else _compile_predictor_folder(path, space)
+    else:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PredictorFileError(f"predictor {path} is not a latency table JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("schema") != TABLE_SCHEMA:
+            raise PredictorFileError(f"{path} is not a latnas latency table (schema {TABLE_SCHEMA}) nor a predictor folder")
+        table = LatencyTable.from_dict(data)
+    check_table(table, space)
+    return table
+
+
+def check_table(table: LatencyTable, space: SearchSpace, backend: str | None = None) -> None:
+    """Refuse a table made for another space (or, when ``backend`` is given, another device)."""
+    if table.space != space.name:
+        raise PredictorFileError(f"predictor was made for space {table.space!r}, not {space.name!r}; refused")
+    if table.table.shape != (space.n_layers, space.n_choices):
+        raise PredictorFileError(
+            f"predictor table has shape {table.table.shape}, space {space.name!r} needs {(space.n_layers, space.n_choices)}"
+        )
+    allowed = space.allowed_mask()
+    if np.isnan(table.table[allowed]).any():
+        raise PredictorFileError(f"predictor table has no entry for some allowed choices of space {space.name!r}")
+    if backend and table.device and table.unit == "ms":
+        described = f"{table.device} {table.meta.get('backend', '')}".lower()
+        if backend.lower() not in described:
+            raise PredictorFileError(
+                f"predictor was made for device {table.device!r}, not backend {backend!r}; refused "
+                "(profile and train a predictor for this backend)"
+            )
+
+
+def flops_budget_from_samples(space: SearchSpace, archs, measured_ms, budget_ms: float) -> float:
+    """The MFLOPs budget equivalent to ``budget_ms`` on the device the ``k`` samples were measured on.
+
+    Fits ``ms = a * MFLOPs + b`` by least squares on the same measured archs a
+    predictor would be trained on, and inverts it at ``budget_ms``, so the FLOPs
+    proxy gets the information a predictor gets (no more). Refused (one line)
+    with fewer than two samples, a non-increasing fit, or a budget the fit puts
+    at or below zero MFLOPs.
+    """
+    archs = np.atleast_2d(np.asarray(archs, dtype=np.int64))
+    y = np.asarray(measured_ms, dtype=np.float64).reshape(-1)
+    if len(archs) != len(y) or len(y) < 2:
+        raise DataError(f"need at least two measured archs (with one latency each), got {len(archs)} archs / {len(y)} latencies")
+    if not np.isfinite(y).all() or not np.isfinite(budget_ms) or budget_ms <= 0:
+        raise DataError("measured latencies and the budget must be finite (and the budget positive)")
+    mflops = flops_table(space).predict(archs)
+    if np.ptp(mflops) <= 0:
+        raise DataError("the sampled archs all have the same FLOPs; cannot fit ms against MFLOPs")
+    a, b = np.polyfit(mflops, y, 1)
+    if not a > 0:
+        raise DataError(f"measured latency does not grow with FLOPs on these samples (slope {a:.3g} ms/MFLOP)")
+    value = (float(budget_ms) - b) / a
+    if not value > 0:
+        raise DataError(f"budget {budget_ms:g} ms maps to {value:.3g} MFLOPs under the fit ms = {a:.3g}*MFLOPs + {b:.3g}")
+    return float(value)
