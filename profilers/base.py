@@ -9,9 +9,11 @@ read, without either knowing the other.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from latnas.registry import Registry
+
+EXAMPLE_SEED = 0  # seed of the example input every backend is timed on
 
 
 @dataclass(frozen=True)
@@ -65,20 +67,40 @@ class Measurement:
     stats: LatencyStats
     spec: dict[str, Any] = field(default_factory=dict)  # BlockSpec.to_dict() or {"space", "arch"}
     created: float = 0.0  # unix time
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (part of the store key)
+    layout: str = "contiguous"  # contiguous | channels_last (part of the store key)
+    meta: dict[str, Any] = field(default_factory=dict)  # how it was timed (GPU timing mode, replays, clocks)
 
 
 class Backend:
     """A latency measurement backend. Subclass, set ``name``, register it.
 
-    ``availability()`` returns ``(True, "")`` or ``(False, reason)`` where the
-    reason says what is missing (a library, a GPU) in one line.
-    ``prepare(module, example)`` returns a zero-argument callable that runs one
-    inference and blocks until it is finished (GPU backends synchronise).
+    Required: ``prepare(module, example, config)`` returns a zero-argument
+    callable that runs one inference and blocks until it is finished (GPU
+    backends synchronise). Everything else has a default that a backend may
+    override; the runner, the fingerprint and the agent call these hooks
+    directly (no probing with ``getattr``):
+
+    - ``availability()`` -> ``(True, "")`` or ``(False, reason)`` in one line;
+    - ``versions()`` -> runtime versions for the device fingerprint;
+    - ``device_info()`` -> the measured device's description, ``None`` = this host;
+    - ``measure(fn, config)`` -> times a prepared callable (GPU backends time
+      with device events instead of the host clock);
+    - ``measure_module`` / ``measure_spec`` / ``measure_specs`` /
+      ``measure_model`` -> prepare-and-measure one module, block or model;
+      a backend that measures elsewhere (``remote = True``) overrides these.
+
+    ``agent_options`` names the constructor options a remote client may set
+    through ``latnas agent`` (an allowlist; never a filesystem path).
     """
 
     name = ""
     description = ""
     requires = ""  # what it needs, in words (shown by `latnas devices`)
+    precision = "fp32"  # numeric precision of what it times (stored with every measurement)
+    layout = "contiguous"  # memory layout of the input (stored with every measurement)
+    remote = False  # True: measures on another machine; ``prepare`` is not the path
+    agent_options: frozenset[str] | None = None  # None: the agent's built-in table decides (see profilers.remote.wire)
 
     def availability(self) -> tuple[bool, str]:
         return True, ""
@@ -87,8 +109,61 @@ class Backend:
         """Runtime and library versions that belong in the device fingerprint."""
         return {}
 
+    def measurement_meta(self) -> dict[str, Any]:
+        """How the last measurement was taken (GPU timing mode, replays, clocks); stored with it."""
+        return {}
+
+    def device_info(self) -> dict[str, Any] | None:
+        """Description of the device measured on; ``None`` means this host (the default)."""
+        return None
+
     def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
-        raise NotImplementedError
+        raise NotImplementedError(f"backend {self.name!r} does not implement prepare()")
+
+    def measure(self, fn: Callable[[], Any], config: ProtocolConfig) -> LatencyStats:
+        """Time a prepared callable with the shared protocol (host clock)."""
+        from profilers.protocol import measure
+
+        return measure(fn, config)
+
+    def measure_module(self, module, example, config: ProtocolConfig) -> LatencyStats:
+        """Prepare ``module`` and time it with :meth:`measure`, threads pinned throughout."""
+        from profilers.protocol import pinned_threads
+
+        with pinned_threads(config.threads):  # export/lowering also runs with the pinned count
+            fn = self.prepare(module, example, config)
+            try:
+                return self.measure(fn, config)
+            finally:
+                del fn
+
+    def measure_spec(self, spec, config: ProtocolConfig) -> tuple[LatencyStats, dict[str, Any] | None]:
+        """Time one ``BlockSpec``: ``(stats, device info)``; info ``None`` means this host."""
+        stats = self.measure_module(spec.build(), example_input(spec.input_shape), config)
+        return stats, None
+
+    def measure_specs(self, specs: Sequence[Any], config: ProtocolConfig) -> list[tuple[LatencyStats, dict[str, Any] | None]]:
+        """Time several blocks (one round trip for remote backends); one result per spec, in order."""
+        return [self.measure_spec(spec, config) for spec in specs]
+
+    def measure_model(
+        self, space_name: str, arch_string: str, batch: int = 1, config: ProtocolConfig = ProtocolConfig(), *, space=None
+    ) -> LatencyStats:
+        """Time a whole model; ``space`` (a SearchSpace) saves looking ``space_name`` up."""
+        if space is None:
+            from latnas.spaces import get_space
+
+            space = get_space(space_name, batch=batch)
+        module = space.build(arch_string)
+        return self.measure_module(module, example_input((space.batch, *space.input_shape)), config)
+
+
+def example_input(shape: Sequence[int], seed: int = EXAMPLE_SEED):
+    """A fixed random input tensor of ``shape`` (same numbers on every run)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen)
 
 
 BACKENDS: Registry[type] = Registry("backend")

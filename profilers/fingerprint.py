@@ -7,9 +7,9 @@ its canonical JSON (sorted keys, no spaces). The profile store keys every row
 by that hash, so numbers from different machines, runtimes or thread counts
 never mix.
 
-A backend that measures somewhere else (a remote agent) can describe that
-device itself by defining ``device_info() -> dict``; it then replaces the
-local host description.
+A backend that measures somewhere else (a remote agent) describes that
+device itself through :meth:`profilers.base.Backend.device_info` (``None``,
+the default, means this host); it then replaces the local host description.
 """
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def fingerprint_hash(info: dict[str, Any]) -> str:
 
 def device_fingerprint(backend, threads: int = 1) -> tuple[str, dict[str, Any]]:
     """``(hash, info)`` for measurements made by ``backend`` with ``threads`` threads."""
-    remote = getattr(backend, "device_info", None)
-    info = dict(remote()) if callable(remote) else host_info()
-    info["backend"] = getattr(backend, "name", str(backend))
+    remote = backend.device_info()
+    info = dict(remote) if remote is not None else host_info()
+    info["backend"] = backend.name
     info["runtime"] = {str(k): str(v) for k, v in (backend.versions() or {}).items()}
     info["threads"] = int(threads)
     return fingerprint_hash(info), info

@@ -6,15 +6,10 @@ committed at once), show a progress bar with ETA, and return a
 :class:`RunSummary`. A block that fails to export or run is reported in one
 line and skipped; the run goes on.
 
-Backend hooks (all optional):
-
-- ``measure(fn, config) -> LatencyStats``: the backend times the prepared
-  callable itself (e.g. GPU backends with CUDA events) instead of
-  :func:`profilers.protocol.measure`;
-- ``measure_spec(spec, config) -> LatencyStats | (LatencyStats, info)``: the
-  backend measures a block somewhere else (a remote agent) from its spec;
-- ``measure_model(space_name, arch_string, batch, config) -> LatencyStats``:
-  the same for whole models.
+The runner calls the hooks declared on :class:`~profilers.base.Backend`
+(``measure_spec``, ``measure_model``; their defaults build the module here and
+``prepare`` + ``measure`` it); a backend that times elsewhere (a remote agent,
+a GPU with CUDA events) overrides the hook it needs.
 """
 from __future__ import annotations
 
@@ -27,13 +22,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 from latnas.errors import BackendUnavailable, LatnasError
 from latnas.spec import BlockSpec
-from profilers.base import BACKENDS, Backend, LatencyStats, Measurement, ProtocolConfig
+from profilers.base import BACKENDS, EXAMPLE_SEED, Backend, Measurement, ProtocolConfig, example_input  # noqa: F401 (re-exported)
 from profilers.fingerprint import device_fingerprint
-from profilers.protocol import check_config, measure
+from profilers.protocol import check_config
 
 logger = logging.getLogger(__name__)
 
-EXAMPLE_SEED = 0
 
 
 # ------------------------------------------------------------------ backends
@@ -71,25 +65,6 @@ def require_available(backend: Backend) -> Backend:
 
 
 # ----------------------------------------------------------------- one item
-def example_input(shape: Sequence[int], seed: int = EXAMPLE_SEED):
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen)
-
-
-def _measure_module(backend: Backend, module, example, config: ProtocolConfig) -> LatencyStats:
-    from profilers.protocol import pinned_threads
-
-    with pinned_threads(config.threads):  # export/lowering also runs with the pinned count
-        fn = backend.prepare(module, example, config)
-        own = getattr(backend, "measure", None)
-        try:
-            return own(fn, config) if callable(own) else measure(fn, config)
-        finally:
-            del fn
-
-
 def _fingerprint(backend: Backend, config: ProtocolConfig, fingerprint: str | None) -> str:
     return fingerprint or device_fingerprint(backend, config.threads)[0]
 
@@ -101,13 +76,8 @@ def profile_block(
     backend = get_backend(backend)
     check_config(config)
     spec.validate()
-    hook = getattr(backend, "measure_spec", None)
-    if callable(hook):
-        result = hook(spec, config)
-        stats = result[0] if isinstance(result, tuple) else result
-    else:
-        module = spec.build()
-        stats = _measure_module(backend, module, example_input(spec.input_shape), config)
+    result = backend.measure_spec(spec, config)
+    stats = result[0] if isinstance(result, tuple) else result  # tolerate overrides returning bare stats
     return Measurement(
         key=spec.key,
         kind="block",
@@ -117,6 +87,9 @@ def profile_block(
         stats=stats,
         spec=spec.to_dict(),
         created=time.time(),
+        precision=backend.precision,
+        layout=backend.layout,
+        meta=backend.measurement_meta(),
     )
 
 
@@ -140,13 +113,7 @@ def profile_model(
     check_config(config)
     space = _space(space)
     arch_str = space.format_arch(space.parse_arch(arch))
-    hook = getattr(backend, "measure_model", None)
-    if callable(hook):
-        stats = hook(space.name, arch_str, space.batch, config)
-    else:
-        module = space.build(arch_str)
-        example = example_input((space.batch, *space.input_shape))
-        stats = _measure_module(backend, module, example, config)
+    stats = backend.measure_model(space.name, arch_str, space.batch, config, space=space)
     return Measurement(
         key=model_key(space.name, arch_str),
         kind="model",
@@ -156,6 +123,9 @@ def profile_model(
         stats=stats,
         spec={"space": space.name, "arch": arch_str, "batch": space.batch},
         created=time.time(),
+        precision=backend.precision,
+        layout=backend.layout,
+        meta=backend.measurement_meta(),
     )
 
 

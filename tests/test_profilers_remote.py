@@ -387,7 +387,9 @@ def test_serve_refuses_unavailable_default_backend():
 
 
 def test_parse_config_is_strict():
-    assert parse_config({"max_repeats": 7, "max_seconds": 1}) == ProtocolConfig(max_repeats=7, max_seconds=1.0)
+    assert parse_config({"min_repeats": 5, "max_repeats": 7, "max_seconds": 1}) == ProtocolConfig(
+        min_repeats=5, max_repeats=7, max_seconds=1.0
+    )
     for bad in ({"max_repeats": 1.5}, {"max_seconds": "1"}, {"nope": 1}, {"max_seconds": float("nan")}, {"window": -1}):
         with pytest.raises(DataError):
             parse_config(bad)

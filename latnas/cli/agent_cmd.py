@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -12,6 +13,8 @@ agent_app = typer.Typer(
     no_args_is_help=True,
 )
 
+PS_WARNING = "warning: --token is visible to other users in `ps`; prefer --token-file or $LATNAS_AGENT_TOKEN"
+
 
 @agent_app.command("serve")
 def serve_cmd(
@@ -19,33 +22,47 @@ def serve_cmd(
         "127.0.0.1", "--host", help="Address to listen on. Loopback by default; any other host prints a warning."
     ),
     port: int = typer.Option(8765, "--port", help="TCP port (0 picks a free one)."),
+    token_file: Optional[Path] = typer.Option(
+        None, "--token-file", help="File whose first line is the bearer token clients must send (>= 16 chars)."
+    ),
     token: Optional[str] = typer.Option(
         None,
         "--token",
-        help="Bearer token clients must send (>= 16 chars). Default: $LATNAS_AGENT_TOKEN, else a random one printed once.",
+        help="Bearer token on the command line (visible in `ps`: prefer --token-file). "
+        "Default: $LATNAS_AGENT_TOKEN, else a random one printed once.",
     ),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend used when a request names none."),
 ) -> None:
     """Serve profiling requests over authenticated HTTP/JSON until interrupted."""
-    from profilers.remote import serve
+    from profilers import remote
 
-    serve(host=host, port=port, token=token, default_backend=backend, echo=lambda line: typer.echo(line, err=True))
+    if token is not None:
+        typer.echo(PS_WARNING, err=True)
+    server, lines = remote.prepare_serve(host, port, token, backend, token_file=token_file)
+    for line in lines:
+        typer.echo(line, err=True)
+    remote.run_until_interrupted(server)
 
 
 @agent_app.command("info")
 def info_cmd(
     url: Optional[str] = typer.Option(None, "--url", help="Agent URL, e.g. http://127.0.0.1:8765 (default: $LATNAS_AGENT_URL)."),
-    token: Optional[str] = typer.Option(None, "--token", help="Agent token (default: $LATNAS_AGENT_TOKEN)."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File whose first line is the agent token."),
+    token: Optional[str] = typer.Option(None, "--token", help="Agent token (visible in `ps`; default: $LATNAS_AGENT_TOKEN)."),
     timeout_s: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the agent."),
     as_json: bool = typer.Option(False, "--json", help="Print the agent's full JSON reply."),
 ) -> None:
     """Show an agent's backends and device fingerprint."""
-    from latnas.errors import BackendUnavailable
-    from profilers.remote import TOKEN_ENV, URL_ENV, AgentClient
+    from latnas.errors import BackendUnavailable, LatnasError
+    from profilers.remote import TOKEN_ENV, URL_ENV, AgentClient, read_token_file
 
     url = url or os.environ.get(URL_ENV)
     if not url:
         raise BackendUnavailable(f"no agent URL: pass --url or set {URL_ENV}")
+    if token is not None and token_file is not None:
+        raise LatnasError("give the agent token once: --token or --token-file, not both")
+    if token_file is not None:
+        token = read_token_file(token_file)
     info = AgentClient(url, token or os.environ.get(TOKEN_ENV, ""), timeout_s).info()
     if as_json:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))

@@ -21,6 +21,7 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 class OnnxRuntimeBackend(Backend):
     description = "ONNX Runtime, CPU execution provider (option provider='cuda' for the CUDA EP)"
     requires = "onnxruntime, onnx"
+    agent_options = frozenset({"provider", "exporter", "opset"})  # what an agent client may set
 
     def __init__(self, provider: str = "cpu", exporter: str = "auto", opset: int | None = None):
         if provider not in PROVIDERS:
@@ -112,6 +113,7 @@ def bound_call(sess, x, device: str) -> Callable[[], Any]:
 class OnnxRuntimeCUDABackend(OnnxRuntimeBackend):
     description = "ONNX Runtime, CUDA execution provider"
     requires = "onnxruntime-gpu and an NVIDIA GPU"
+    agent_options = frozenset({"exporter", "opset"})
 
     def __init__(self, exporter: str = "auto", opset: int | None = None):
         super().__init__(provider="cuda", exporter=exporter, opset=opset)

@@ -10,6 +10,7 @@ from profilers.base import Backend, ProtocolConfig, register_backend
 class TorchCPUBackend(Backend):
     description = "eager PyTorch on the CPU"
     requires = "torch"
+    agent_options = frozenset()  # takes no options
 
     def __init__(self, **opts: Any):
         if opts:
