@@ -536,3 +536,136 @@ def test_cli_profile_through_agent(agent, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LATNAS_AGENT_TOKEN", "wrong-token-0123456789abcdef")
     rc = main(["profile", "--backend", "remote", "--store", str(db), "--limit", "3", "--quick", "--no-progress"])
     assert rc == 2 and "rejected the token" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- hardening
+def _alive(server):
+    status, info = _request(server.url + "/v1/info", token=TOKEN)
+    return status == 200 and info["agent"] == "latnas"
+
+
+@pytest.mark.parametrize("bomb", [b"[" * 50_000, b'{"specs": ' + b"[" * 5000 + b"]" * 5000 + b"}"])
+def test_nesting_bomb_is_400_and_agent_stays_up(agent, bomb):
+    status, reply = _request(agent.url + "/v1/profile", "POST", bomb, token=TOKEN)
+    assert status == 400 and "nests deeper" in reply["error"]
+    assert _alive(agent)
+
+
+def test_activation_cap_is_400(agent):
+    # input 16*2048*2048 = 2^26 elements passes the input cap; input + output does not.
+    big = BlockSpec("conv", cin=16, cout=16, h=2048, w=2048, kernel=1)
+    status, reply = _request(agent.url + "/v1/profile", "POST", json.dumps({"specs": [big.to_dict()]}).encode(), token=TOKEN)
+    assert status == 400 and "activations" in reply["error"]
+    from profilers.remote import check_spec_limits
+
+    check_spec_limits(BlockSpec("conv", cin=16, cout=16, h=1024, w=1024, kernel=1))  # a quarter of it is fine
+    assert _alive(agent)
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"min_repeats": 50, "max_repeats": 10}, "min_repeats <= max_repeats"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"stable_windows": 0}, "stable_windows"),
+    ],
+)
+def test_inconsistent_config_is_400(agent, config, needle):
+    before = _EagerTestBackend.prepared
+    body = json.dumps({"specs": [SPECS[0].to_dict()], "config": config}).encode()
+    status, reply = _request(agent.url + "/v1/profile", "POST", body, token=TOKEN)
+    assert status == 400 and needle in reply["error"] and "inconsistent" in reply["error"]
+    assert _EagerTestBackend.prepared == before and _alive(agent)
+
+
+def test_backend_options_are_an_allowlist_without_paths(agent, tmp_path):
+    import profilers.backends  # noqa: F401
+    from profilers.remote import allowed_options
+
+    target = tmp_path / "written-by-client"
+    if "tensorrt" in BACKENDS:
+        assert "timing_cache" not in allowed_options("tensorrt") and "precision" in allowed_options("tensorrt")
+    for backend in ("tensorrt", "test-eager"):
+        body = {"backend": backend, "specs": [SPECS[0].to_dict()], "options": {"timing_cache": str(target)}}
+        status, reply = _request(agent.url + "/v1/profile", "POST", json.dumps(body).encode(), token=TOKEN)
+        assert status == 400, reply
+        if backend in BACKENDS:
+            assert "does not take option 'timing_cache'" in reply["error"]
+    assert not target.exists()
+    assert allowed_options("test-eager") == frozenset()  # undeclared, unknown to the table: nothing
+    if "onnxruntime" in BACKENDS:  # an allowlisted option still may not carry a path
+        body = {"backend": "onnxruntime", "specs": [SPECS[0].to_dict()], "options": {"exporter": "/etc/passwd"}}
+        status, reply = _request(agent.url + "/v1/profile", "POST", json.dumps(body).encode(), token=TOKEN)
+        assert status == 400 and "paths are not accepted" in reply["error"]
+    assert _alive(agent)
+
+
+def test_connections_beyond_the_cap_get_503_and_agent_recovers():
+    server = make_server("127.0.0.1", 0, token=TOKEN, default_backend="test-eager", limits=AgentLimits(max_connections=2))
+    thread = start_in_thread(server)
+    idle = []
+    try:
+        for _ in range(2):  # connect and send nothing: each holds a worker slot
+            idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+        for _ in range(200):
+            if server.slots._value == 0:
+                break
+            threading.Event().wait(0.01)
+        assert server.slots._value == 0
+        with socket.create_connection(server.server_address[:2], timeout=5) as extra:
+            extra.sendall(f"GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+            reply = b""
+            while chunk := extra.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 503") and b"agent busy" in reply
+        assert server.refused == 1
+        for sock in idle:
+            sock.close()
+        for _ in range(200):  # the idle handlers see EOF and free their slots
+            if server.slots._value == 2:
+                break
+            threading.Event().wait(0.01)
+        assert _alive(server)
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_token_from_file_env_or_flag(tmp_path, monkeypatch):
+    from profilers.remote import read_token_file
+
+    monkeypatch.delenv("LATNAS_AGENT_TOKEN", raising=False)
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    assert read_token_file(path) == TOKEN
+    assert resolve_token(None, path) == (TOKEN, False)
+    with pytest.raises(LatnasError, match="not both"):
+        resolve_token(TOKEN, path)
+    with pytest.raises(LatnasError, match="does not exist"):
+        resolve_token(None, tmp_path / "missing")
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(LatnasError, match="too short"):
+        resolve_token(None, tmp_path / "short")
+    server, lines = prepare_serve("127.0.0.1", 0, None, "test-eager", token_file=path)
+    try:
+        assert server.token == TOKEN and not any(TOKEN in line for line in lines)
+    finally:
+        server.server_close()
+
+
+def test_cli_token_flag_warns_about_ps(tmp_path, monkeypatch, capsys):
+    import profilers.remote as remote
+    from latnas.cli.agent_cmd import PS_WARNING
+    from latnas.cli.main import main
+
+    monkeypatch.setattr(remote, "run_until_interrupted", lambda server: server.server_close())
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    assert main(["agent", "serve", "--port", "0", "--token-file", str(path), "--backend", "test-eager"]) == 0
+    err = capsys.readouterr().err
+    assert "listening on" in err and PS_WARNING not in err and TOKEN not in err
+    assert main(["agent", "serve", "--port", "0", "--token", TOKEN, "--backend", "test-eager"]) == 0
+    assert PS_WARNING in capsys.readouterr().err
