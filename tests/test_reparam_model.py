@@ -129,3 +129,32 @@ def test_non_module_return_values_are_ignored():
     model = nn.Sequential(ReturnsSelfAndFlag(), nn.ReLU())
     fused = reparameterize_model(model, inplace=True)
     assert isinstance(fused[0], ReturnsSelfAndFlag) and fused[0].fused
+
+
+def test_fold_conv_bn_matches_eval_forward_for_conv_options():
+    from latnas.reparam.model import fold_conv_bn
+
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2, bias=True)
+    for bn in (nn.BatchNorm2d(6), nn.BatchNorm2d(6, affine=False)):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.1, 2.0)
+        if bn.affine:
+            randomise_bn(bn, 5)
+        pair = nn.Sequential(conv, bn).eval()
+        x = torch.randn(2, 4, 9, 9)
+        with torch.no_grad():
+            folded = fold_conv_bn(conv, bn)
+            torch.testing.assert_close(folded(x), pair(x), rtol=1e-4, atol=1e-4)
+        assert (folded.stride, folded.dilation, folded.groups) == ((2, 2), (2, 2), 2)
+        assert folded.weight is not conv.weight
+
+
+def test_bn_affine_is_the_eval_batchnorm():
+    from latnas.reparam import bn_affine, bn_kwargs
+
+    bn = nn.BatchNorm2d(5)
+    randomise_bn(bn, 9)
+    x = torch.randn(3, 5, 4, 4)
+    scale, shift = bn_affine(**bn_kwargs(bn))
+    with torch.no_grad():
+        torch.testing.assert_close(bn.eval()(x), x * scale[:, None, None] + shift[:, None, None])

@@ -35,6 +35,8 @@ from latnas.reparam.transforms import (
     KernelBias,
     add_branches,
     avgpool_kernel,
+    bn_affine,
+    bn_kwargs,
     fuse_conv_bn,
     identity_kernel,
     merge_1x1_kxk,
@@ -74,7 +76,7 @@ def check_dbb_config(
 class BNAndPad(nn.Module):
     """BatchNorm, then pad by ``pad`` pixels with the BN's output for a zero input.
 
-    That value is ``beta - mean * gamma / sqrt(var + eps)`` (running stats), i.e.
+    That value is the BN's ``shift`` (:func:`~latnas.reparam.transforms.bn_affine`), i.e.
     what conv->BN would give on zero padding, so a following unpadded conv sees
     the same map as if the conv->BN had run on a zero-padded input.
     """
@@ -85,10 +87,7 @@ class BNAndPad(nn.Module):
         self.pad = pad
 
     def pad_values(self) -> Tensor:
-        bn = self.bn
-        scale = (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias if bn.affine else 0.0
-        return (shift - bn.running_mean * scale).detach()
+        return bn_affine(**bn_kwargs(self.bn))[1].detach()
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.bn(x)
@@ -103,10 +102,6 @@ def _conv_bn(cin: int, cout: int, kernel: tuple[int, int], stride: int, padding:
         nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
     )
-
-
-def _bn_args(bn: nn.BatchNorm2d) -> dict:
-    return dict(running_mean=bn.running_mean, running_var=bn.running_var, gamma=bn.weight, beta=bn.bias, eps=bn.eps)
 
 
 class DiverseBranchBlock(nn.Module):
@@ -186,17 +181,17 @@ class DiverseBranchBlock(nn.Module):
         k, g = self.kernel_size, self.groups
         if name == "id":
             ik, _ = identity_kernel(self.in_channels, k, g, dtype=m.weight.dtype, device=m.weight.device)
-            return fuse_conv_bn(ik, **_bn_args(m))
+            return fuse_conv_bn(ik, **bn_kwargs(m))
         if name in ("kxk", "1x1", "1xk", "kx1"):
-            kern, bias = fuse_conv_bn(m[0].weight, **_bn_args(m[1]))
+            kern, bias = fuse_conv_bn(m[0].weight, **bn_kwargs(m[1]))
             return pad_kernel(kern, bias, k)
-        k1, b1 = fuse_conv_bn(m[0].weight, **_bn_args(m[1].bn))
+        k1, b1 = fuse_conv_bn(m[0].weight, **bn_kwargs(m[1].bn))
         if name == "1x1_kxk":
             k2 = m[2].weight
         else:  # 1x1_avg
             k2, _ = avgpool_kernel(self.out_channels, k, g, dtype=k1.dtype, device=k1.device)
         merged, mb = merge_1x1_kxk(k1, b1, k2, torch.zeros_like(k2[:, 0, 0, 0]), groups=g)
-        return fuse_conv_bn(merged, **_bn_args(m[3]), conv_bias=mb)
+        return fuse_conv_bn(merged, **bn_kwargs(m[3]), conv_bias=mb)
 
     @torch.no_grad()
     def fused_kernel(self) -> KernelBias:

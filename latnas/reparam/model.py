@@ -5,7 +5,10 @@ import copy
 import inspect
 import logging
 
+import torch
 from torch import nn
+
+from latnas.reparam.transforms import bn_kwargs, fuse_conv_bn
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +25,18 @@ def _takes_no_arguments(method) -> bool:
     return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of ``conv`` (with bias) equal to ``bn(conv(x))`` in eval mode, via :func:`fuse_conv_bn`."""
+    kernel, bias = fuse_conv_bn(conv.weight, **bn_kwargs(bn), conv_bias=conv.bias)
+    fused = copy.deepcopy(conv)  # keeps stride, padding, dilation, groups, padding_mode
+    fused.weight = nn.Parameter(kernel.detach().clone(), requires_grad=conv.weight.requires_grad)
+    fused.bias = nn.Parameter(bias.detach().clone(), requires_grad=conv.weight.requires_grad)
+    return fused
+
+
 def _fold_sequential_conv_bn(model: nn.Module) -> int:
     """Fold ``Conv2d -> BatchNorm2d`` pairs inside ``nn.Sequential`` containers; return how many."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = 0
     for module in list(model.modules()):
         if not isinstance(module, nn.Sequential):
@@ -35,7 +46,7 @@ def _fold_sequential_conv_bn(model: nn.Module) -> int:
             conv, bn = module._modules[a], module._modules[b]
             if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
                     and bn.running_mean is not None and conv.out_channels == bn.num_features):
-                module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                module._modules[a] = fold_conv_bn(conv, bn)
                 module._modules[b] = nn.Identity()
                 folded += 1
     return folded

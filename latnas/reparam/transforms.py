@@ -19,6 +19,30 @@ from latnas.errors import ShapeError
 KernelBias = tuple[Tensor, Tensor]
 
 
+def bn_affine(
+    running_mean: Tensor,
+    running_var: Tensor,
+    gamma: Tensor | None = None,
+    beta: Tensor | None = None,
+    eps: float = 1e-5,
+) -> tuple[Tensor, Tensor]:
+    """An eval-mode BatchNorm as a per-channel affine map ``BN(x) = scale * x + shift``.
+
+    ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``;
+    ``gamma``/``beta`` default to 1/0 (``affine=False``). ``shift`` is also
+    what the BN outputs for a zero input (the DBB's padding value).
+    """
+    std = torch.sqrt(running_var + eps)
+    scale = (torch.ones_like(std) if gamma is None else gamma) / std
+    shift = (torch.zeros_like(std) if beta is None else beta) - running_mean * scale
+    return scale, shift
+
+
+def bn_kwargs(bn) -> dict:
+    """A BatchNorm module's running statistics and affine parameters as keyword arguments of the transforms."""
+    return dict(running_mean=bn.running_mean, running_var=bn.running_var, gamma=bn.weight, beta=bn.bias, eps=bn.eps)
+
+
 def fuse_conv_bn(
     kernel: Tensor,
     running_mean: Tensor,
@@ -30,15 +54,12 @@ def fuse_conv_bn(
 ) -> KernelBias:
     """Fold an eval-mode BatchNorm into the conv before it.
 
-    ``BN(conv(x) + b) = g/s * conv(x) + (beta + g/s * (b - mean))`` with
-    ``s = sqrt(var + eps)``; ``gamma``/``beta`` default to 1/0 (``affine=False``).
+    ``BN(conv(x) + b) = scale * conv(x) + (shift + scale * b)`` with
+    ``scale, shift`` from :func:`bn_affine`.
     """
-    std = torch.sqrt(running_var + eps)
-    gamma = torch.ones_like(std) if gamma is None else gamma
-    beta = torch.zeros_like(std) if beta is None else beta
-    scale = gamma / std
-    b = torch.zeros_like(running_mean) if conv_bias is None else conv_bias
-    return kernel * scale.reshape(-1, 1, 1, 1), beta + scale * (b - running_mean)
+    scale, shift = bn_affine(running_mean, running_var, gamma, beta, eps)
+    bias = shift if conv_bias is None else shift + scale * conv_bias
+    return kernel * scale.reshape(-1, 1, 1, 1), bias
 
 
 def add_branches(*pairs: KernelBias) -> KernelBias:
@@ -132,6 +153,8 @@ __all__ = [
     "KernelBias",
     "add_branches",
     "avgpool_kernel",
+    "bn_affine",
+    "bn_kwargs",
     "fuse_conv_bn",
     "identity_kernel",
     "merge_1x1_kxk",
