@@ -30,7 +30,14 @@ and ``noisy = IQR / median > config.noise_iqr_ratio``.
 
 Torch's intra-op thread count is pinned to ``config.threads`` while timing and
 restored afterwards; backends pin their own runtime (session options, thread
-pools) in ``prepare``.
+pools) in ``prepare`` (helpers in :mod:`profilers.runtimes.threads`).
+
+5. **Self-timed samples**: with ``self_timed=True`` the callable returns its
+   own sample in ms instead of being timed with the host clock: GPU backends
+   return CUDA-event times, and :class:`AmortizedCall` returns the host time
+   of ``N`` back-to-back calls divided by ``N`` (``N`` chosen so a sample
+   spans >= ~1 ms), which keeps timer resolution and per-sample jitter small
+   against µs-scale blocks.
 """
 from __future__ import annotations
 
@@ -127,22 +134,7 @@ def median_settled(previous: float, current: float, rel_tolerance: float) -> boo
 
 
 # ------------------------------------------------------------------- threads
-@contextlib.contextmanager
-def pinned_threads(threads: int) -> Iterator[None]:
-    """Pin torch's intra-op thread count for the duration; restore it afterwards."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        yield
-        return
-    before = torch.get_num_threads()
-    if before != threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+from profilers.runtimes.threads import pinned_threads  # noqa: E402,F401  (re-exported: one helper)
 
 
 @contextlib.contextmanager
@@ -206,18 +198,22 @@ def repeat_until_stable(
 
 
 def timed_repeats(
-    fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.perf_counter_ns
+    fn: Callable[[], Any], config: ProtocolConfig, clock: Clock = time.perf_counter_ns, self_timed: bool = False
 ) -> tuple[list[float], bool]:
-    """Timed runs of ``fn`` (host clock) under the stopping rule; returns (samples in ms, stable)."""
+    """Timed runs of ``fn`` under the stopping rule; returns (samples in ms, stable).
+
+    The host clock times each call, unless ``self_timed``: then ``fn()``
+    returns its own sample in ms (the clock still enforces ``max_seconds``).
+    """
     cap_ns = int(config.max_seconds * 1e9)
     start = clock()
     last_end = [start]
 
     def sample() -> float:
         t0 = clock()
-        fn()
+        own = fn()
         last_end[0] = clock()
-        return (last_end[0] - t0) / 1e6
+        return float(own) if self_timed else (last_end[0] - t0) / 1e6
 
     return repeat_until_stable(sample, config, lambda: last_end[0] - start >= cap_ns)
 
@@ -228,8 +224,12 @@ def measure(
     *,
     clock: Clock = time.perf_counter_ns,
     pin_threads: bool = True,
+    self_timed: bool = False,
 ) -> LatencyStats:
-    """Time ``fn`` with the protocol described in this module's docstring."""
+    """Time ``fn`` with the protocol described in this module's docstring.
+
+    ``self_timed``: ``fn()`` returns its own sample in ms (CUDA events, :class:`AmortizedCall`).
+    """
     check_config(config)
     threads = pinned_threads(config.threads) if pin_threads else contextlib.nullcontext()
     with threads:
@@ -237,7 +237,7 @@ def measure(
         best: LatencyStats | None = None
         for _attempt in range(1 + config.noisy_retries):
             with gc_paused():
-                samples, stable = timed_repeats(fn, config, clock)
+                samples, stable = timed_repeats(fn, config, clock, self_timed)
             stats = summarize(samples, warmup_runs=warmups, stable=stable, noise_iqr_ratio=config.noise_iqr_ratio)
             if best is None or _spread(stats) < _spread(best):
                 best = stats
@@ -245,6 +245,45 @@ def measure(
                 break
     assert best is not None
     return best
+
+
+class AmortizedCall:
+    """Calls ``fn`` ``calls`` times back to back; returns host ms per call (a self-timed sample)."""
+
+    def __init__(self, fn: Callable[[], Any], calls: int, clock: Clock = time.perf_counter_ns):
+        if calls < 1:
+            raise ValueError(f"calls must be >= 1, got {calls}")
+        self.fn = fn
+        self.calls = int(calls)
+        self.clock = clock
+
+    def __call__(self) -> float:
+        fn, clock = self.fn, self.clock
+        t0 = clock()
+        for _ in range(self.calls):
+            fn()
+        return (clock() - t0) / 1e6 / self.calls
+
+
+def calls_per_sample(
+    fn: Callable[[], Any], min_sample_ms: float = 1.0, max_calls: int = 1000, probes: int = 5,
+    clock: Clock = time.perf_counter_ns,
+) -> int:
+    """How many back-to-back calls of ``fn`` make a sample of >= ``min_sample_ms`` (fastest of ``probes`` calls)."""
+    fastest = math.inf
+    for _ in range(max(1, probes)):
+        t0 = clock()
+        fn()
+        fastest = min(fastest, (clock() - t0) / 1e6)
+    if not fastest > 0:
+        return max_calls
+    return max(1, min(max_calls, math.ceil(min_sample_ms / fastest)))
+
+
+def amortized(fn: Callable[[], Any], min_sample_ms: float = 1.0, max_calls: int = 1000,
+              clock: Clock = time.perf_counter_ns) -> AmortizedCall:
+    """An :class:`AmortizedCall` of ``fn`` with ``calls`` chosen by :func:`calls_per_sample`."""
+    return AmortizedCall(fn, calls_per_sample(fn, min_sample_ms, max_calls, clock=clock), clock)
 
 
 def _spread(stats: LatencyStats) -> float:

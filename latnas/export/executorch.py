@@ -14,7 +14,7 @@ EXECUTORCH_TOLERANCE = 1e-4
 
 def lower_to_executorch(model: nn.Module, example: torch.Tensor):
     """The ExecuTorch program manager of ``model`` with every supported op delegated to XNNPACK."""
-    from profilers.backends.executorch import lower_to_xnnpack
+    from profilers.runtimes.executorch import lower_to_xnnpack
 
     try:
         return lower_to_xnnpack(model, example)
@@ -23,21 +23,17 @@ def lower_to_executorch(model: nn.Module, example: torch.Tensor):
 
 
 def set_executorch_threads(threads: int) -> None:
-    """Resize the ExecuTorch (XNNPACK) thread pool; best effort (same hook as the profiler backend)."""
-    from profilers.backends.executorch import ExecuTorchBackend
+    """Resize the ExecuTorch (XNNPACK) thread pool; best effort (the runtimes layer's helper)."""
+    from profilers.runtimes.threads import set_executorch_threads as pin
 
-    ExecuTorchBackend.set_threads(threads)
+    pin(threads)
 
 
 def load_executorch_method(path: str | Path, method: str = "forward"):
-    """Load ``method`` of a ``.pte`` file with the ExecuTorch Python runtime."""
-    from executorch.runtime import Runtime
+    """Load ``method`` of a ``.pte`` file with the ExecuTorch Python runtime (the runtimes layer's loader)."""
+    from profilers.runtimes.executorch import load_method
 
-    program = Runtime.get().load_program(Path(path))
-    loaded = program.load_method(method)
-    if loaded is None:
-        raise ExportError(f"{path} has no method {method!r}")
-    return loaded
+    return load_method(Path(path), method)
 
 
 def run_executorch(path: str | Path, example: torch.Tensor) -> torch.Tensor:

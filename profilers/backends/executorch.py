@@ -1,11 +1,18 @@
 """``executorch``: ExecuTorch with the XNNPACK delegate, run by its Python runtime.
 
-Lowering: ``torch.export.export`` -> ``to_edge_transform_and_lower(...,
-partitioner=[XnnpackPartitioner()])`` -> ``.to_executorch()``. The ``.pte``
-bytes are written to a temporary folder (kept only while loading), loaded
-with ``executorch.runtime.Runtime.get().load_program`` and the timed call is
-``method.execute([x])``. The XNNPACK thread pool is global to the process: it
-is reset to ``config.threads`` when a block is prepared.
+Lowering and loading live in :mod:`profilers.runtimes.executorch` (shared with
+``latnas export``). Lowered programs are cached on disk by module structure
+and toolchain versions (:class:`~profilers.runtimes.executorch.ProgramCache`,
+under ``~/.cache/latnas/executorch/`` or ``$LATNAS_CACHE_DIR``), so a rerun
+lowers nothing; ``cache=False`` lowers every time.
+
+The timed call is ``method.execute([x])``. Blocks run in microseconds, where
+one call per sample is mostly timer resolution and call jitter; each sample
+is therefore ``N`` back-to-back calls divided by ``N``
+(:class:`profilers.protocol.AmortizedCall`), ``N`` chosen so a sample spans
+>= ``min_sample_ms`` (``amortize=False``: one call per sample). The XNNPACK
+thread pool is global to the process: it is reset to ``config.threads`` when
+a block is prepared.
 
 Identity blocks lower to a program with no delegate and no kernels (the
 output is the input); it still runs, so its latency is the runtime's call
@@ -13,40 +20,15 @@ overhead.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import logging
-import tempfile
-import warnings
-from pathlib import Path
 from typing import Any, Callable
 
-from profilers.base import Backend, ProtocolConfig, register_backend
+from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
+from profilers.runtimes.executorch import ProgramCache, load_method, lower_to_xnnpack, toolchain_versions  # noqa: F401
+from profilers.runtimes.threads import set_executorch_threads
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def lower_to_xnnpack(module, example):
-    """``(edge_manager, executorch_program)`` of an eval-mode ``module`` with XNNPACK delegation.
-
-    Shared by this backend and :mod:`latnas.export.executorch`.
-    """
-    import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    with _quiet(), torch.no_grad():
-        exported = torch.export.export(module, (example,))
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-        return edge, edge.to_executorch()
 
 
 @register_backend("executorch")
@@ -54,9 +36,14 @@ class ExecuTorchBackend(Backend):
     description = "ExecuTorch runtime with the XNNPACK delegate (CPU)"
     requires = "executorch (with its prebuilt pybindings)"
 
-    def __init__(self, **opts: Any):
-        if opts:
-            raise TypeError(f"executorch takes no options, got {', '.join(opts)}")
+    def __init__(self, cache: bool = True, amortize: bool = True, min_sample_ms: float = 1.0):
+        if float(min_sample_ms) <= 0:
+            raise ValueError(f"min_sample_ms must be > 0, got {min_sample_ms}")
+        self.cache = _flag(cache)
+        self.amortize = _flag(amortize)
+        self.min_sample_ms = float(min_sample_ms)
+        self._programs: ProgramCache | None = None
+        self._last_meta: dict[str, Any] = {}
 
     def availability(self) -> tuple[bool, str]:
         if importlib.util.find_spec("executorch") is None:
@@ -69,40 +56,28 @@ class ExecuTorchBackend(Backend):
         return True, ""
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
+        v = toolchain_versions()
+        return {"executorch": v["executorch"], "delegate": v["delegate"]}
 
-        try:
-            return {"executorch": version("executorch"), "delegate": "xnnpack"}
-        except PackageNotFoundError:
-            return {"executorch": "unknown", "delegate": "xnnpack"}
+    def programs(self) -> ProgramCache:
+        """The on-disk program cache (made on first use)."""
+        if self._programs is None:
+            self._programs = ProgramCache()
+        return self._programs
 
     def lower(self, module, example) -> bytes:
-        """``.pte`` bytes of ``module`` lowered to XNNPACK."""
+        """``.pte`` bytes of ``module`` lowered to XNNPACK (from the cache when enabled)."""
+        if self.cache:
+            return self.programs().lowered(module, example)
         return lower_to_xnnpack(module.eval(), example)[1].buffer
 
     @staticmethod
     def set_threads(threads: int) -> None:
-        try:
-            import executorch.extension.pybindings.portable_lib as portable
-
-            if portable._threadpool_get_thread_count() != threads:
-                portable._unsafe_reset_threadpool(int(threads))
-        except (ImportError, AttributeError):  # older runtimes: leave the pool alone
-            logger.debug("ExecuTorch thread pool size cannot be set")
+        set_executorch_threads(threads)
 
     def load(self, pte: bytes):
-        """Load ``.pte`` bytes via a file in a temporary folder; returns the forward method."""
-        with _quiet():
-            from executorch.runtime import Runtime
-
-            runtime = Runtime.get()
-        with tempfile.TemporaryDirectory(prefix="latnas-et-") as tmp:
-            path = Path(tmp) / "model.pte"
-            path.write_bytes(pte)
-            program = runtime.load_program(path.read_bytes())
-        method = program.load_method("forward")
-        method._latnas_program = program  # keep the program (and its data) alive
-        return method
+        """Load ``.pte`` bytes; returns the forward method."""
+        return load_method(pte)
 
     def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
         pte = self.lower(module, example)
@@ -115,3 +90,29 @@ class ExecuTorchBackend(Backend):
             return execute(inputs)
 
         return call
+
+    def measure(self, fn: Callable[[], Any], config: ProtocolConfig) -> LatencyStats:
+        """Amortised samples (N calls / N) under the shared protocol; N is in :meth:`measurement_meta`."""
+        from profilers.protocol import amortized, measure
+
+        if not self.amortize:
+            self._last_meta = {"calls_per_sample": 1}
+            return measure(fn, config)
+        for _ in range(max(1, config.warmup_runs)):  # first calls are slow (allocations): probe after them
+            fn()
+        sample = amortized(fn, self.min_sample_ms)
+        self._last_meta = {"calls_per_sample": sample.calls}
+        return measure(sample, config, self_timed=True)
+
+    def measurement_meta(self) -> dict[str, Any]:
+        return dict(self._last_meta)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return bool(value)
