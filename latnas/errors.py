@@ -37,3 +37,7 @@ class PredictorFileError(LatnasError):
 
 class DataError(LatnasError):
     """An input table, dataset path or arch string that cannot be used."""
+
+
+class ExportError(LatnasError):
+    """A module that cannot be exported, lowered, built or loaded for a runtime (one-line reason)."""

@@ -160,3 +160,14 @@ def test_light_entry_points_do_not_import_torch(code):
 
 def test_building_a_block_still_loads_the_builtin_ops():
     assert _loads_torch("from latnas import BlockSpec; BlockSpec('dbb', 4, 4, 8, 8).build()")
+
+
+def test_one_export_error_class():
+    """latnas.errors owns ExportError; the export and runtimes layers re-use that one class."""
+    from latnas.errors import ExportError, LatnasError
+
+    assert issubclass(ExportError, LatnasError)
+    assert str(ExportError("a\n  b")) == "a b"
+    from profilers.runtimes import ExportError as RuntimesExportError
+
+    assert RuntimesExportError is ExportError
