@@ -11,45 +11,49 @@ Public API::
     ProfileStore(path)                SQLite store keyed by device fingerprint
     device_fingerprint(backend)       (hash, info) of this device + runtime
 
-Backends are imported lazily (on first ``get_backend``/``available_backends``)
-so ``import profilers`` stays light.
+The names are loaded on first use (module ``__getattr__``), and backends on
+the first ``get_backend``/``available_backends``, so ``import profilers`` and
+``import profilers.base`` import neither torch nor numpy nor any runtime.
 """
 from __future__ import annotations
 
-from profilers.base import BACKENDS, Backend, LatencyStats, Measurement, ProtocolConfig, register_backend
-from profilers.fingerprint import device_fingerprint
-from profilers.protocol import QUICK_CONFIG, measure, quick_config, summarize
-from profilers.runner import (
-    RunSummary,
-    available_backends,
-    get_backend,
-    profile_block,
-    profile_blocks,
-    profile_model,
-    profile_models,
-    require_available,
-)
-from profilers.store import ProfileStore
+import importlib
+from typing import Any
 
-__all__ = [
-    "BACKENDS",
-    "Backend",
-    "LatencyStats",
-    "Measurement",
-    "ProtocolConfig",
-    "QUICK_CONFIG",
-    "ProfileStore",
-    "RunSummary",
-    "available_backends",
-    "device_fingerprint",
-    "get_backend",
-    "measure",
-    "profile_block",
-    "profile_blocks",
-    "profile_model",
-    "profile_models",
-    "quick_config",
-    "register_backend",
-    "require_available",
-    "summarize",
-]
+_EXPORTS = {
+    "BACKENDS": "profilers.base",
+    "Backend": "profilers.base",
+    "LatencyStats": "profilers.base",
+    "Measurement": "profilers.base",
+    "ProtocolConfig": "profilers.base",
+    "register_backend": "profilers.base",
+    "device_fingerprint": "profilers.fingerprint",
+    "QUICK_CONFIG": "profilers.protocol",
+    "measure": "profilers.protocol",
+    "quick_config": "profilers.protocol",
+    "summarize": "profilers.protocol",
+    "RunSummary": "profilers.runner",
+    "available_backends": "profilers.runner",
+    "get_backend": "profilers.runner",
+    "profile_block": "profilers.runner",
+    "profile_blocks": "profilers.runner",
+    "profile_model": "profilers.runner",
+    "profile_models": "profilers.runner",
+    "require_available": "profilers.runner",
+    "ProfileStore": "profilers.store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'profilers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

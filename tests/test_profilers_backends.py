@@ -140,3 +140,70 @@ def test_runner_skips_stored_and_survives_a_failing_block(tmp_path):
         assert (again.total, again.done, again.skipped, again.failed) == (3, 0, 2, 1)
         assert {m.key for m in store.query()} == {TINY[0].key, TINY[1].key}
         assert math.isfinite(first.median_of_medians_ms)
+
+
+# ------------------------------------------------------------ declared hooks
+class _OnlyPrepare(TorchCPUBackend):
+    """A backend that implements nothing but ``prepare``: every hook is the base default."""
+
+    name = "only-prepare"
+
+
+class _OwnTimer(TorchCPUBackend):
+    """Overrides ``measure`` (as GPU backends do) and says where it measured."""
+
+    name = "own-timer"
+    calls = 0
+
+    def measure(self, fn, config):
+        type(self).calls += 1
+        return measure(fn, config)
+
+    def device_info(self):
+        return {"cpu": "far-away-board"}
+
+
+def test_backend_hooks_are_declared_with_defaults():
+    from profilers.base import Backend
+
+    for hook in ("measure", "measure_module", "measure_spec", "measure_specs", "measure_model", "device_info"):
+        assert callable(getattr(Backend, hook)), hook
+    assert Backend.remote is False and TorchCPUBackend.agent_options == frozenset()
+    backend = _OnlyPrepare()
+    assert backend.device_info() is None
+    stats, info = backend.measure_spec(TINY[1], FAST)
+    assert info is None and stats.median_ms > 0
+    pairs = backend.measure_specs(TINY[:2], FAST)
+    assert len(pairs) == 2 and all(s.median_ms > 0 for s, _ in pairs)
+    with pytest.raises(NotImplementedError, match="prepare"):
+        Backend().prepare(None, None, FAST)
+
+
+def test_runner_calls_the_overridden_hooks():
+    from profilers.fingerprint import device_fingerprint
+
+    before = _OwnTimer.calls
+    m = profile_block(_OwnTimer(), TINY[0], FAST)
+    assert _OwnTimer.calls == before + 1 and m.stats.median_ms > 0
+    fp, info = device_fingerprint(_OwnTimer(), 1)
+    assert info["cpu"] == "far-away-board" and m.fingerprint == fp
+    model = profile_model(_OwnTimer(), "fbnet", "8" * 22, FAST)
+    assert _OwnTimer.calls == before + 2 and model.stats.median_ms > 0
+
+
+def test_importing_profilers_and_backend_names_loads_no_runtime():
+    """``import profilers``, its base, store and the backend registry stay free of torch and runtimes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import profilers, profilers.base, profilers.store, profilers.backends\n"
+        "from profilers.base import BACKENDS\n"
+        "assert {'torch-cpu', 'onnxruntime', 'remote'} <= set(BACKENDS.names()), BACKENDS.names()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxruntime', 'executorch', 'tensorrt'))\n"
+        "print(' '.join(heavy[:5]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
