@@ -141,12 +141,15 @@ def test_torch_cuda_fp16_matches_fp32_outputs():
 @pytest.mark.tensorrt
 @needs_trt
 @pytest.mark.parametrize("precision, tol", [("fp32", 1e-2), ("fp16", 5e-2)])  # fp32 engines may use TF32
-def test_tensorrt_engine_matches_torch_and_profiles(tmp_path, precision, tol):
+def test_tensorrt_engine_matches_torch_and_profiles(tmp_path, monkeypatch, precision, tol):
+    import tensorrt as trt
+
     from profilers.backends.tensorrt import EngineRunner, build_engine
     from profilers.runner import profile_block
 
-    cache = tmp_path / "timing.cache"
-    opts = EngineOptions(precision=precision, timing_cache=str(cache), workspace_mb=256)
+    monkeypatch.setenv("LATNAS_CACHE_DIR", str(tmp_path))
+    cache = default_timing_cache_path(trt.__version__, torch.cuda.get_device_name(0))
+    opts = EngineOptions(precision=precision, workspace_mb=256)
     module = SPEC.build().eval()
     x = torch.randn(SPEC.input_shape)
     ref = module(x)
@@ -156,16 +159,17 @@ def test_tensorrt_engine_matches_torch_and_profiles(tmp_path, precision, tol):
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=tol, rtol=tol)
     assert cache.is_file() and cache.stat().st_size > 0
-    m = profile_block(TensorRTBackend(precision=precision, timing_cache=str(cache)), SPEC, FAST)
+    m = profile_block(TensorRTBackend(precision=precision), SPEC, FAST)
     assert m.stats.median_ms > 0 and m.backend == "tensorrt"
 
 
 @pytest.mark.tensorrt
 @needs_trt
-def test_tensorrt_layer_times(tmp_path):
+def test_tensorrt_layer_times(tmp_path, monkeypatch):
     from profilers.backends.tensorrt import layer_times
 
-    times = layer_times(SPEC.build(), torch.randn(SPEC.input_shape), runs=5, warmup=2, timing_cache=str(tmp_path / "c"))
+    monkeypatch.setenv("LATNAS_CACHE_DIR", str(tmp_path))
+    times = layer_times(SPEC.build(), torch.randn(SPEC.input_shape), runs=5, warmup=2, timing_cache=False)
     assert times and all(v >= 0 for v in times.values()) and sum(times.values()) > 0
 
 
@@ -277,12 +281,17 @@ def fake_trt(monkeypatch):
 
 
 @pytest.mark.parametrize("version, flags", [("10.9.0", 1 << 1), ("11.0.1", 0)])
-def test_build_sets_typing_flags_and_persists_timing_cache(fake_trt, tmp_path, version, flags):
+def test_build_sets_typing_flags_and_persists_timing_cache(fake_trt, tmp_path, monkeypatch, version, flags):
     from profilers.backends.tensorrt import build_serialized_engine
 
+    import profilers.runtimes.tensorrt as rt
+
     fake = fake_trt(version)
-    cache = tmp_path / "cache" / "timing.cache"
-    opts = EngineOptions(timing_cache=str(cache), workspace_mb=64, optimization_level=2)
+    monkeypatch.setenv("LATNAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(rt, "gpu_name", lambda device=0: "NVIDIA H200")
+    cache = default_timing_cache_path(version, "NVIDIA H200")  # the runtime's own file, not the caller's
+    assert cache.parent == tmp_path / "cache" / "tensorrt"
+    opts = EngineOptions(timing_cache=True, workspace_mb=64, optimization_level=2)
     assert build_serialized_engine(tmp_path / "m.onnx", opts) == b"engine-bytes"
     assert fake.calls["flags"] == flags  # STRONGLY_TYPED on 10.x, always-on (no flag) on 11.x
     assert fake.calls["pool"] == ("workspace", 64 << 20)
@@ -299,12 +308,27 @@ def test_build_errors_are_one_line(fake_trt, tmp_path):
 
     fake_trt("10.9.0", parse_ok=False)
     with pytest.raises(EngineBuildError, match="could not parse the ONNX model: In node 0 \\(Conv\\): UNSUPPORTED") as info:
-        build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=""))
+        build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=False))
     assert "\n" not in str(info.value)
     fake_trt("10.9.0", build_ok=False)
     with pytest.raises(EngineBuildError, match="failed to build"):
-        build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=str(tmp_path / "c")))
-    assert not (tmp_path / "c").exists()
+        build_serialized_engine(tmp_path / "m.onnx", EngineOptions(timing_cache=False))
+
+
+def test_timing_cache_is_never_a_caller_path():
+    """Issue 14: a remote client must not choose a file the backend writes."""
+    from latnas.errors import LatnasError
+
+    for bad in ("/etc/passwd", "../x.cache", 3):
+        with pytest.raises(ValueError, match="runtime's own"):
+            EngineOptions(timing_cache=bad)
+        with pytest.raises(ValueError):
+            TensorRTBackend(timing_cache=bad)
+    assert EngineOptions(timing_cache="false").timing_cache is False
+    assert EngineOptions().timing_cache is True
+    from profilers.runtimes.tensorrt import EngineBuildError
+
+    assert issubclass(EngineBuildError, LatnasError)  # one-line user-facing error
 
 
 # ------------------------------------------------ timing modes (fake device)

@@ -1,353 +1,32 @@
 """``tensorrt``: a TensorRT engine built from the block's ONNX export, timed with CUDA events.
 
-Pipeline (TensorRT 10 and 11 Python API):
-
-1. the module (cast to half first for ``precision="fp16"``) is exported to
-   ONNX on the GPU with :mod:`profilers.onnx_export`;
-2. ``trt.Builder`` + ``create_network(flags)`` (explicit batch is implicit in
-   10+; the network is *strongly typed*: the ONNX tensor types decide the
-   precision, which is how TensorRT 11 works since it removed the FP16 builder
-   flag; on 10.x the ``STRONGLY_TYPED`` flag is set so that both behave alike)
-   + ``OnnxParser.parse_from_file``;
-3. ``BuilderConfig`` with a workspace memory-pool limit, detailed profiling
-   verbosity (layer names for :func:`layer_times`) and a timing cache loaded
-   from / saved to a file, so rebuilding similar blocks skips kernel timing;
-4. ``build_serialized_network`` -> ``Runtime.deserialize_cuda_engine`` ->
-   ``create_execution_context``; I/O buffers are torch CUDA tensors bound with
-   ``set_tensor_address``; one inference is ``execute_async_v3`` on a torch
-   CUDA stream between two CUDA events.
-
-``import tensorrt`` happens only when an engine is built or run, so importing
-this module never fails; without TensorRT the backend reports why.
+Building and running live in :mod:`profilers.runtimes.tensorrt`, the one
+builder and runner that ``latnas export`` uses too (same flags, so the engine
+profiled is the engine shipped). This module is the backend and re-exports
+the runtime's names for older imports.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
-import logging
-import os
-import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from latnas.errors import BackendUnavailable
-from profilers.backends.torch_cuda import CudaEventTimer, cuda_availability, cuda_versions, measure_self_timed
 from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
-
-logger = logging.getLogger(__name__)
-
-TRT_MISSING_REASON = "tensorrt is not installed (pip install latnas[tensorrt])"
-PRECISIONS = ("fp32", "fp16")
-
-
-class EngineBuildError(RuntimeError):
-    """TensorRT could not parse, build or load an engine (one-line reason)."""
-
-
-# ------------------------------------------------------------------ import
-def _import_trt():
-    """The ``tensorrt`` module, or :class:`BackendUnavailable` with the reason."""
-    if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailable(TRT_MISSING_REASON)
-    try:
-        import tensorrt as trt
-    except Exception as exc:  # a broken install (missing libnvinfer, CUDA mismatch)
-        raise BackendUnavailable(f"tensorrt failed to import: {' '.join(str(exc).split())}") from None
-    return trt
-
-
-def tensorrt_availability(device: int = 0) -> tuple[bool, str]:
-    """``(True, "")`` or the one-line reason (TensorRT missing, no CUDA GPU)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, TRT_MISSING_REASON
-    ok, reason = cuda_availability(device)
-    if not ok:
-        return False, reason
-    try:
-        _import_trt()
-    except BackendUnavailable as exc:
-        return False, str(exc)
-    return True, ""
-
-
-def trt_major(trt) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
-@functools.lru_cache(maxsize=1)
-def _logger():
-    trt = _import_trt()
-    return trt.Logger(trt.Logger.WARNING)
-
-
-def _network_flags(trt) -> int:
-    """Strongly typed on TensorRT 10 (where it is a choice); 11+ is always strongly typed."""
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if flag is not None and trt_major(trt) < 11:
-        return 1 << int(flag)
-    return 0
-
-
-# ---------------------------------------------------------------- options
-def default_cache_dir() -> Path:
-    """``$LATNAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/latnas``, else ``~/.cache/latnas``."""
-    if os.environ.get("LATNAS_CACHE_DIR"):
-        return Path(os.environ["LATNAS_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "latnas"
-
-
-def default_timing_cache_path(trt_version: str, gpu: str) -> Path:
-    """One timing cache per TensorRT version and GPU model (caches are not portable)."""
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{trt_version}-{gpu}").strip("-").lower()
-    return default_cache_dir() / "tensorrt" / f"timing-{slug}.cache"
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How to build an engine.
-
-    ``timing_cache``: a file path; ``None`` uses :func:`default_timing_cache_path`;
-    ``""`` keeps the cache in memory only.
-    """
-
-    precision: str = "fp32"  # fp32 | fp16 (fp16: the module is cast to half before export)
-    workspace_mb: int = 1024  # builder workspace memory-pool limit
-    timing_cache: str | None = None
-    optimization_level: int | None = None  # builder_optimization_level 0..5 (TensorRT's default 3)
-    opset: int | None = None  # ONNX opset (default: profilers.onnx_export.DEFAULT_OPSET)
-    exporter: str = "auto"  # see profilers.onnx_export.export_onnx
-    device: int = 0  # CUDA device index
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
-        if int(self.workspace_mb) < 1:
-            raise ValueError(f"workspace_mb must be >= 1, got {self.workspace_mb}")
-        if self.optimization_level is not None and not 0 <= int(self.optimization_level) <= 5:
-            raise ValueError(f"optimization_level must be in 0..5, got {self.optimization_level}")
-        if int(self.device) < 0:
-            raise ValueError(f"CUDA device index must be >= 0, got {self.device}")
-
-
-# ------------------------------------------------------------------- build
-def _load_timing_cache(config, path: Path | None):
-    """Create the config's timing cache from ``path`` (or empty); a bad file starts afresh."""
-    blob = b""
-    if path is not None and path.is_file():
-        blob = path.read_bytes()
-    cache = config.create_timing_cache(blob)
-    if cache is None and blob:
-        logger.warning("TensorRT rejected timing cache %s; starting an empty one", path)
-        cache = config.create_timing_cache(b"")
-    if cache is None or not config.set_timing_cache(cache, False):
-        logger.warning("TensorRT timing cache could not be attached; building without one")
-    return cache
-
-
-def _save_timing_cache(config, path: Path) -> None:
-    """Write the (merged) timing cache atomically so concurrent builds never see half a file."""
-    cache = config.get_timing_cache()
-    if cache is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(memoryview(cache.serialize()))
-    os.replace(tmp, path)
-
-
-def build_serialized_engine(onnx_path: str | Path, options: EngineOptions = EngineOptions()) -> bytes:
-    """Parse an ONNX file and build a serialized TensorRT engine (see the module docstring)."""
-    trt = _import_trt()
-    log = _logger()
-    builder = trt.Builder(log)
-    network = builder.create_network(_network_flags(trt))
-    parser = trt.OnnxParser(network, log)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT could not parse the ONNX model: {errors[0] if errors else 'unknown error'}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if options.optimization_level is not None:
-        config.builder_optimization_level = int(options.optimization_level)
-    cache_path = _timing_cache_path(trt, options)
-    _load_timing_cache(config, cache_path)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EngineBuildError("TensorRT failed to build an engine for this block (see the TensorRT log above)")
-    if cache_path is not None:
-        try:
-            _save_timing_cache(config, cache_path)
-        except OSError as exc:
-            logger.warning("could not save TensorRT timing cache %s: %s", cache_path, exc)
-    return bytes(memoryview(serialized))
-
-
-def _timing_cache_path(trt, options: EngineOptions) -> Path | None:
-    if options.timing_cache == "":
-        return None
-    if options.timing_cache is not None:
-        return Path(options.timing_cache)
-    import torch
-
-    return default_timing_cache_path(str(trt.__version__), torch.cuda.get_device_name(options.device))
-
-
-def build_engine(module, example, options: EngineOptions = EngineOptions()) -> bytes:
-    """Export ``module`` (at ``example``'s static shape and ``options.precision``) and build an engine."""
-    import torch
-
-    from profilers.onnx_export import DEFAULT_OPSET, onnx_file
-
-    dev = torch.device("cuda", options.device)
-    dtype = torch.float16 if options.precision == "fp16" else torch.float32
-    module = module.eval().to(dev, dtype=dtype)
-    example = example.to(dev, dtype=dtype)
-    with onnx_file(module, example, opset=options.opset or DEFAULT_OPSET, exporter=options.exporter) as path:
-        return build_serialized_engine(path, options)
-
-
-# --------------------------------------------------------------------- run
-def _torch_dtype(trt, trt_dtype):
-    import torch
-
-    table = {}
-    for trt_name, torch_name in (
-        ("float32", "float32"),
-        ("float16", "float16"),
-        ("bfloat16", "bfloat16"),
-        ("int32", "int32"),
-        ("int64", "int64"),
-        ("int8", "int8"),
-        ("uint8", "uint8"),
-        ("bool", "bool"),
-    ):
-        if hasattr(trt, trt_name):
-            table[getattr(trt, trt_name)] = getattr(torch, torch_name)
-    try:
-        return table[trt_dtype]
-    except KeyError:
-        raise EngineBuildError(f"unsupported TensorRT tensor type {trt_dtype}") from None
-
-
-class EngineRunner:
-    """A deserialized engine, its execution context and torch-allocated I/O buffers.
-
-    Calling it runs one inference (``execute_async_v3`` on its own CUDA stream)
-    and returns the device time in ms measured with CUDA events.
-    """
-
-    def __init__(self, engine_bytes: bytes, example, device: int = 0):
-        import torch
-
-        trt = _import_trt()
-        self.runtime = trt.Runtime(_logger())
-        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise EngineBuildError("TensorRT could not deserialize the engine")
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise EngineBuildError("TensorRT could not create an execution context")
-        dev = torch.device("cuda", device)
-        self.inputs: dict[str, Any] = {}
-        self.outputs: dict[str, Any] = {}
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.io_names = names
-        input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if len(input_names) != 1:
-            raise EngineBuildError(f"expected an engine with one input, got {len(input_names)}")
-        for name in input_names:  # inputs first: output shapes may depend on them
-            dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
-            if any(d < 0 for d in self.engine.get_tensor_shape(name)):
-                self.context.set_input_shape(name, tuple(example.shape))
-            buf = example.detach().to(dev, dtype=dtype).contiguous().clone()
-            self.inputs[name] = buf
-            self.context.set_tensor_address(name, buf.data_ptr())
-        for name in names:
-            if name in self.inputs:
-                continue
-            dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
-            buf = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device=dev)
-            self.outputs[name] = buf
-            self.context.set_tensor_address(name, buf.data_ptr())
-        self.stream = torch.cuda.Stream(dev)
-        torch.cuda.synchronize(dev)  # input copies are done before the first run
-        self._timer = CudaEventTimer(self._enqueue, self.stream)
-
-    def buffer(self, name: str):
-        """The torch CUDA tensor bound to I/O tensor ``name``."""
-        return self.inputs[name] if name in self.inputs else self.outputs[name]
-
-    def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-
-    def __call__(self) -> float:
-        return self._timer()
-
-    def run(self) -> dict[str, Any]:
-        """Run once; return copies of the outputs (for correctness checks)."""
-        self()
-        return {name: buf.clone() for name, buf in self.outputs.items()}
-
-
-# ------------------------------------------------------------- per layer
-@functools.lru_cache(maxsize=1)
-def _layer_profiler_class():
-    trt = _import_trt()
-
-    class LayerTimeProfiler(trt.IProfiler):
-        """Accumulates TensorRT's per-layer times (ms) over runs."""
-
-        def __init__(self):
-            trt.IProfiler.__init__(self)
-            self.total_ms: dict[str, float] = {}
-            self.calls: dict[str, int] = {}
-
-        def report_layer_time(self, layer_name, ms):
-            self.total_ms[layer_name] = self.total_ms.get(layer_name, 0.0) + float(ms)
-            self.calls[layer_name] = self.calls.get(layer_name, 0) + 1
-
-        def mean_ms(self) -> dict[str, float]:
-            return {name: total / self.calls[name] for name, total in self.total_ms.items()}
-
-    return LayerTimeProfiler
-
-
-def engine_layer_times(runner: EngineRunner, runs: int = 20, warmup: int = 5) -> dict[str, float]:
-    """Mean time per engine layer (ms, engine order) over ``runs`` profiled runs."""
-    if runs < 1:
-        raise ValueError("runs must be >= 1")
-    for _ in range(warmup):
-        runner()
-    profiler = _layer_profiler_class()()
-    runner.context.profiler = profiler
-    for _ in range(runs):
-        runner()
-    if not profiler.calls and hasattr(runner.context, "execute_v2"):
-        # Older releases report layer times only for synchronous execution.
-        bindings = [runner.buffer(name).data_ptr() for name in runner.io_names]
-        for _ in range(runs):
-            runner.context.execute_v2(bindings)
-    return profiler.mean_ms()
-
-
-def layer_times(module, example, *, runs: int = 20, warmup: int = 5, **options: Any) -> dict[str, float]:
-    """Build a TensorRT engine for ``module`` and return its mean per-layer times (ms).
-
-    ``options`` are :class:`EngineOptions` fields (``precision="fp16"``, ...).
-    Layer names are TensorRT's (fused layers show as one entry); profiling
-    adds a little overhead per layer, so their sum exceeds the engine's
-    end-to-end time slightly.
-    """
-    opts = EngineOptions(**options)
-    ok, reason = tensorrt_availability(opts.device)
-    if not ok:
-        raise BackendUnavailable(f"backend 'tensorrt' is not available here: {reason}")
-    runner = EngineRunner(build_engine(module, example, opts), example, opts.device)
-    return engine_layer_times(runner, runs, warmup)
+from profilers.runtimes.cuda import cuda_versions, measure_self_timed
+from profilers.runtimes.tensorrt import (  # noqa: F401  (re-exported)
+    PRECISIONS,
+    TRT_MISSING_REASON,
+    EngineBuildError,
+    EngineOptions,
+    EngineRunner,
+    _import_trt,
+    _logger,
+    build_engine,
+    build_serialized_engine,
+    default_timing_cache_path,
+    engine_layer_times,
+    layer_times,
+    tensorrt_availability,
+)
 
 
 # ---------------------------------------------------------------- backend
@@ -356,8 +35,8 @@ class TensorRTBackend(Backend):
     """A TensorRT engine per block, timed on the GPU with CUDA events.
 
     Options are :class:`EngineOptions` fields: ``precision`` (fp32|fp16),
-    ``workspace_mb``, ``timing_cache``, ``optimization_level``, ``opset``,
-    ``exporter``, ``device``.
+    ``workspace_mb``, ``timing_cache`` (on/off: the file is the runtime's
+    own), ``optimization_level``, ``opset``, ``exporter``, ``device``.
     """
 
     description = "TensorRT engine from the ONNX export, timed with CUDA events (option precision=fp32|fp16)"
@@ -366,6 +45,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, **options: Any):
         self.options = EngineOptions(**options)
+        self.precision = self.options.precision
 
     def availability(self) -> tuple[bool, str]:
         return tensorrt_availability(self.options.device)
