@@ -75,8 +75,18 @@ class _BrokenTestBackend(Backend):
         raise RuntimeError("runtime exploded\nwith a second line")
 
 
+class _MetaTestBackend(_EagerTestBackend):
+    """Times in 'fp16' and says how it timed (as the GPU backends do)."""
+
+    precision = "fp16"
+
+    def measurement_meta(self):
+        return {"mode": "fake-graph", "replays": 3}
+
+
 for _name, _cls in (
     ("test-eager", _EagerTestBackend),
+    ("test-meta", _MetaTestBackend),
     ("test-missing", _MissingTestBackend),
     ("test-broken", _BrokenTestBackend),
 ):
@@ -669,3 +679,12 @@ def test_cli_token_flag_warns_about_ps(tmp_path, monkeypatch, capsys):
     assert "listening on" in err and PS_WARNING not in err and TOKEN not in err
     assert main(["agent", "serve", "--port", "0", "--token", TOKEN, "--backend", "test-eager"]) == 0
     assert PS_WARNING in capsys.readouterr().err
+
+
+def test_agent_precision_and_timing_meta_reach_the_client(agent):
+    from profilers.runner import profile_block
+
+    m = profile_block(RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-meta"), SPECS[0], FAST)
+    assert m.precision == "fp16" and m.meta == {"mode": "fake-graph", "replays": 3}
+    plain = profile_block(RemoteBackend(url=agent.url, token=TOKEN, remote_backend="test-eager"), SPECS[0], FAST)
+    assert plain.precision == "fp32" and plain.meta == {}

@@ -78,7 +78,7 @@ def local_backend(backend_name: str, options: dict[str, Any] | None) -> Backend:
 
 def measurement_dict(m, fp: dict[str, Any], fp_hash: str) -> dict[str, Any]:
     """One measurement as it goes over the wire."""
-    out = {
+    return {
         "key": m.key,
         "kind": m.kind,
         "backend": m.backend,
@@ -88,11 +88,11 @@ def measurement_dict(m, fp: dict[str, Any], fp_hash: str) -> dict[str, Any]:
         "fingerprint": fp,
         "fingerprint_hash": fp_hash,
         "created": m.created,
+        # added after v1's first release; clients that do not know them ignore them
+        "precision": m.precision,
+        "layout": m.layout,
+        "meta": m.meta,
     }
-    for extra in ("precision", "layout", "meta"):  # newer Measurement fields; clients ignore unknown keys
-        if hasattr(m, extra):
-            out[extra] = getattr(m, extra)
-    return out
 
 
 def profile_specs(

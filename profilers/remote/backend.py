@@ -51,6 +51,10 @@ class RemoteBackend(Backend):
         self.remote_backend = remote_backend
         self.timeout_s = float(timeout_s)
         self._info: dict[str, Any] | None = None
+        # What the agent's backend times with (part of the store key); updated from each reply.
+        self.precision = str(self.remote_options.get("precision", "fp32"))
+        self.layout = "channels_last" if self.remote_options.get("channels_last") else "contiguous"
+        self._last_meta: dict[str, Any] = {}
 
     # --- connection
     def client(self) -> AgentClient:
@@ -94,6 +98,18 @@ class RemoteBackend(Backend):
         fp = self.info().get("fingerprint")
         return dict(fp) if isinstance(fp, dict) else {}
 
+    def measurement_meta(self) -> dict[str, Any]:
+        """What the agent reported about how it timed the last measurement."""
+        return dict(self._last_meta)
+
+    def _note(self, item: dict[str, Any]) -> None:
+        """Keep the agent's precision, layout and timing metadata of a reply item (newer agents send them)."""
+        for name in ("precision", "layout"):
+            if isinstance(item.get(name), str) and 0 < len(item[name]) <= 32:
+                setattr(self, name, item[name])
+        meta = item.get("meta")
+        self._last_meta = dict(meta) if isinstance(meta, dict) else {}
+
     # --- measuring
     def prepare(self, module, example, config: ProtocolConfig):
         raise NotImplementedError(
@@ -111,6 +127,7 @@ class RemoteBackend(Backend):
         for spec, item in zip(specs, results):
             if not isinstance(item, dict) or item.get("key") != spec.key:
                 raise BackendUnavailable(f"agent at {self.url} answered for a different block than {spec.key}")
+            self._note(item)
             fp = item.get("fingerprint")
             out.append((stats_from_dict(item.get("stats")), fp if isinstance(fp, dict) else {}))
         return out
@@ -127,4 +144,5 @@ class RemoteBackend(Backend):
         item = self.client().profile_models([req], config, self.target_backend(), self.remote_options)[0]
         if not isinstance(item, dict) or not str(item.get("key", "")).startswith(f"model:{space_name}:"):
             raise BackendUnavailable(f"agent at {self.url} answered for a different model than {arch_string}")
+        self._note(item)
         return stats_from_dict(item.get("stats"))
