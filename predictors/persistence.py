@@ -6,7 +6,8 @@ Layout::
                        (nested predictors inline), feature names, space, target /
                        device, training-data hash and rows, library versions,
                        metrics, sha256 of every other file
-    MODEL/state.json   learned arrays (the predictor's ``to_state()``)
+    MODEL/state.json   {"state": the predictor's ``to_state()``, "nested": the
+                       predictor-valued hyper-parameters with their own state}
     MODEL/<file>       files in the model's own format (``to_files()``), e.g.
                        XGBoost's ``model.json``
 
@@ -33,7 +34,7 @@ from latnas.errors import DataError, LatnasError, PredictorFileError
 from latnas.safe_json import MAX_BYTES, loads
 from predictors.base import SavedState, space_of
 
-SCHEMA = "latnas.predictor/1"
+SCHEMA = "latnas.predictor/2"  # /2: state.json = {"state", "nested"}; predictors own their state
 META = "meta.json"
 STATE = "state.json"
 MAX_META_BYTES = 64 * 1024 * 1024
@@ -61,30 +62,40 @@ def _json_default(o):
 
 
 # ------------------------------------------------------------------ nested hyper-parameters
-def _nested_doc(model) -> dict[str, Any]:
+def _nested_doc(model, with_state: bool) -> dict[str, Any]:
     from predictors.registry import registered_name
 
     level, name = registered_name(model)
     if model.to_files():
         raise PredictorFileError(f"a nested {type(model).__name__} with its own files cannot be saved")
-    return {"level": level, "predictor": name, "params": encode_params(model), "state": model.to_state()}
+    doc = {"level": level, "predictor": name, "params": encode_params(model, with_state)}
+    if with_state:
+        doc["state"] = model.to_state()
+    return doc
 
 
-def _encode(value):
+def _is_nested(value) -> bool:
+    return isinstance(value, SavedState) or (
+        isinstance(value, dict) and bool(value) and all(isinstance(v, SavedState) for v in value.values()))
+
+
+def _encode(value, with_state: bool):
     if isinstance(value, SavedState):
-        return {"$predictor": _nested_doc(value)}
-    if isinstance(value, dict) and value and all(isinstance(v, SavedState) for v in value.values()):
-        return {"$predictors": {str(k): _nested_doc(v) for k, v in value.items()}}
+        return {"$predictor": _nested_doc(value, with_state)}
+    if _is_nested(value):
+        return {"$predictors": {str(k): _nested_doc(v, with_state) for k, v in value.items()}}
     if isinstance(value, (tuple, list)):
-        return [_encode(v) for v in value]
+        return [_encode(v, with_state) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
 
 
-def encode_params(model) -> dict[str, Any]:
-    """``get_params(deep=False)`` as JSON; predictor-valued parameters are saved inline."""
-    return {k: _encode(v) for k, v in model.get_params(deep=False).items()}
+def encode_params(model, with_state: bool = False) -> dict[str, Any]:
+    """``get_params(deep=False)`` as JSON. Predictor-valued parameters (a block model,
+    source models) become ``{"$predictor": ...}`` / ``{"$predictors": {...}}`` entries
+    naming their registered type and parameters, and, ``with_state``, their learned state."""
+    return {k: _encode(v, with_state) for k, v in model.get_params(deep=False).items()}
 
 
 def _restore_nested(doc: Any):
@@ -124,6 +135,28 @@ def build(cls: type, params: dict[str, Any], state: Any, files: dict[str, bytes]
         raise PredictorFileError(f"{cls.__name__} cannot be restored: {type(exc).__name__}: {text}") from None
 
 
+def state_document(model) -> dict[str, Any]:
+    """What ``state.json`` holds: the model's own state and its nested predictors (with state)."""
+    nested = {k: _encode(v, True) for k, v in model.get_params(deep=False).items() if _is_nested(v)}
+    return {"state": model.to_state(), "nested": nested}
+
+
+def _params_from(meta_params: dict[str, Any], doc: Any) -> tuple[dict[str, Any], Any]:
+    """Hyper-parameters (nested predictors taken from the hashed state.json) and the own state."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("nested"), dict) or "state" not in doc:
+        raise PredictorFileError(f"{STATE} must hold 'state' and 'nested' objects")
+    params = dict(meta_params)
+    for key, value in params.items():
+        marker = isinstance(value, dict) and set(value) in ({"$predictor"}, {"$predictors"})
+        if marker != (key in doc["nested"]):
+            raise PredictorFileError(f"nested predictor {key!r} is not in both {META} and {STATE}")
+    extra = set(doc["nested"]) - set(params)
+    if extra:
+        raise PredictorFileError(f"{STATE} holds nested predictors {sorted(extra)[:3]} that {META} does not name")
+    params.update(doc["nested"])
+    return params, doc["state"]
+
+
 # ------------------------------------------------------------------ save
 def save_predictor(model, folder: str | Path, **meta: Any) -> Path:
     """Write ``model`` to ``folder`` (created); ``meta`` adds fields such as
@@ -134,7 +167,7 @@ def save_predictor(model, folder: str | Path, **meta: Any) -> Path:
     if folder.exists() and not folder.is_dir():
         raise PredictorFileError(f"{folder} exists and is not a folder")
     level, name = registered_name(model)
-    blobs = {STATE: json.dumps(model.to_state(), default=_json_default).encode()}
+    blobs = {STATE: json.dumps(state_document(model), default=_json_default).encode()}
     for fname, data in model.to_files().items():
         if fname in (META, STATE) or Path(fname).name != fname:
             raise PredictorFileError(f"{type(model).__name__} wants to write a bad file name {fname!r}")
@@ -230,7 +263,8 @@ def sanity_check(model, meta: dict[str, Any], n: int = N_SANITY_ARCHS) -> None:
         try:
             if isinstance(archs, list):
                 archs = np.array([space.parse_arch(a) for a in archs], dtype=np.int64)
-            pred = np.asarray(model.predict(archs), dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                pred = np.asarray(model.predict(archs), dtype=np.float64)
         except LatnasError as exc:  # e.g. a lookup table without some blocks: try the training archs
             refused = str(exc)
             continue
@@ -255,9 +289,9 @@ def load_predictor(folder: str | Path, space: str | None = None, target: str | N
     cls = predictor_class(meta.get("level", "arch"), meta.get("predictor"))
     if not isinstance(meta.get("params"), dict):
         raise PredictorFileError(f"model {folder}/{META} has no params object")
-    state = _parse(files.pop(STATE), f"{folder}/{STATE}")
     try:
-        model = build(cls, meta["params"], state, files)
+        params, state = _params_from(meta["params"], _parse(files.pop(STATE), f"{folder}/{STATE}"))
+        model = build(cls, params, state, files)
         if list(model.feature_names) != meta.get("feature_names"):
             raise PredictorFileError(f"feature names do not match this latnas's {meta.get('space')!r} space")
         sanity_check(model, meta)

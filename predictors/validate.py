@@ -21,6 +21,20 @@ from latnas.errors import PredictorFileError
 
 MAX_NODES = 1 << 20  # nodes per tree; our trees hold a few thousand
 MAX_TREES = 100_000
+#: per-node arrays of an XGBoost JSON tree, each exactly num_nodes long
+NODE_ARRAYS = ("left_children", "right_children", "parents", "split_indices", "split_conditions", "base_weights",
+               "default_left", "split_type", "loss_changes", "sum_hessian")
+CATEGORY_ARRAYS = ("categories", "categories_nodes", "categories_segments", "categories_sizes")
+
+
+def _int_array(values, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError):
+        arr = np.asarray([])
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.ndim == 1):
+        raise PredictorFileError(f"{what}: child and feature indices must be integers")
+    return arr.astype(np.int64)
 
 
 def check_tree(left, right, feature, n_features: int, threshold=None, value=None, what: str = "tree",
@@ -30,10 +44,7 @@ def check_tree(left, right, feature, n_features: int, threshold=None, value=None
     ``left[i] == right[i] == -1`` marks a leaf; internal nodes need both
     children in ``1..n-1`` and ``0 <= feature[i] < n_features``.
     """
-    try:
-        left, right, feature = (np.asarray(a, dtype=np.int64) for a in (left, right, feature))
-    except (TypeError, ValueError, OverflowError):
-        raise PredictorFileError(f"{what}: child and feature indices must be integers") from None
+    left, right, feature = (_int_array(a, what) for a in (left, right, feature))
     n = left.size
     if left.ndim != 1 or n == 0 or n > MAX_NODES or right.shape != left.shape or feature.shape != left.shape:
         raise PredictorFileError(f"{what}: node arrays must be 1-D, of equal length, 1..{MAX_NODES} nodes")
@@ -99,27 +110,32 @@ def check_xgb_json(doc: Any, n_features: int, what: str = "XGBoost model.json") 
         raise PredictorFileError(f"{what}: only single-target regression models are accepted")
     if len(trees) > MAX_TREES:
         raise PredictorFileError(f"{what}: more than {MAX_TREES} trees")
+    param = model.get("gbtree_model_param") if isinstance(model, dict) else None
+    info = model.get("tree_info")
+    if not isinstance(param, dict) or _int_field(param, "num_trees", what) != len(trees):
+        raise PredictorFileError(f"{what}: num_trees does not match the {len(trees)} trees")
+    if not isinstance(info, list) or len(info) != len(trees) or any(v != 0 for v in info):
+        raise PredictorFileError(f"{what}: tree_info must list one group 0 per tree")
+    if model.get("iteration_indptr") != list(range(len(trees) + 1)) or param.get("num_parallel_tree", "1") != "1":
+        raise PredictorFileError(f"{what}: iteration_indptr must be 0..{len(trees)} (one tree per round)")
     for i, t in enumerate(trees):
         tw = f"{what} tree {i}"
-        if not isinstance(t, dict):
-            raise PredictorFileError(f"{tw} is not an object")
-        try:
-            left, right, feat = t["left_children"], t["right_children"], t["split_indices"]
-            cond, weights, stype = t["split_conditions"], t["base_weights"], t["split_type"]
-            n_nodes = _int_field(t["tree_param"], "num_nodes", tw)
-        except (KeyError, TypeError):
-            raise PredictorFileError(f"{tw} lacks node arrays") from None
-        if not all(isinstance(a, list) for a in (left, right, feat, cond, weights, stype)):
-            raise PredictorFileError(f"{tw}: node arrays must be lists")
-        if n_nodes != len(left):
-            raise PredictorFileError(f"{tw}: num_nodes {n_nodes} does not match {len(left)} nodes")
-        if len(stype) != n_nodes or any(s != 0 for s in stype) or t.get("categories_nodes"):
+        if not isinstance(t, dict) or not isinstance(t.get("tree_param"), dict):
+            raise PredictorFileError(f"{tw} is not a tree object")
+        n_nodes = _int_field(t["tree_param"], "num_nodes", tw)
+        if _int_field(t["tree_param"], "num_feature", tw) != n_features:
+            raise PredictorFileError(f"{tw}: num_feature does not match the model's {n_features}")
+        if not 1 <= n_nodes <= MAX_NODES or _int_field(t["tree_param"], "size_leaf_vector", tw) not in (0, 1):
+            raise PredictorFileError(f"{tw}: 1..{MAX_NODES} nodes with scalar leaves expected")
+        for key in NODE_ARRAYS:
+            if not isinstance(t.get(key), list) or len(t[key]) != n_nodes:
+                raise PredictorFileError(f"{tw}: {key} must be a list of {n_nodes} entries")
+        if any(s != 0 for s in t["split_type"]) or any(t.get(k) for k in CATEGORY_ARRAYS):
             raise PredictorFileError(f"{tw}: only numerical splits are accepted")
-        parents = t.get("parents")
-        if not isinstance(parents, list) or len(parents) != n_nodes or len(t.get("default_left") or []) != n_nodes:
-            raise PredictorFileError(f"{tw}: parents / default_left have the wrong length")
-        check_tree(left, right, feat, n_features, threshold=cond, value=weights, what=tw, allow_unreachable=True)
-        for i, (lc, rc) in enumerate(zip(left, right)):
-            if lc != -1 and (parents[lc] != i or parents[rc] != i):
+        left, right, parents = t["left_children"], t["right_children"], t["parents"]
+        check_tree(left, right, t["split_indices"], n_features, threshold=t["split_conditions"],
+                   value=t["base_weights"], what=tw, allow_unreachable=True)
+        for j, (lc, rc) in enumerate(zip(left, right)):
+            if lc != -1 and (parents[lc] != j or parents[rc] != j):
                 raise PredictorFileError(f"{tw}: parents do not match the children")
     return len(trees)

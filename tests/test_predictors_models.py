@@ -42,8 +42,10 @@ def test_features_shapes_and_names(space, table):
     assert b.shape == (space.n_layers, len(BLOCK_FEATURE_NAMES))
 
 
-@pytest.mark.parametrize("cls,min_w5", [(OneHotRidge, 0.95), (XGBLatencyPredictor, 0.95), (FlopsLinear, 0.0), (ParamsLinear, 0.0)])
-def test_arch_models_fit_predict(table, cls, min_w5):
+# the data are additive in per-block cost, so FLOPs explain them almost fully; params only partly
+@pytest.mark.parametrize("cls,min_w5,min_r2", [(OneHotRidge, 0.95, 0.95), (XGBLatencyPredictor, 0.95, 0.95),
+                                              (FlopsLinear, 0.95, 0.95), (ParamsLinear, 0.2, 0.2)])
+def test_arch_models_fit_predict(table, cls, min_w5, min_r2):
     xtr, ytr, xte, yte = _split(table)
     model = cls(space="fbnet")
     assert model.fit(xtr, ytr) is model
@@ -52,7 +54,9 @@ def test_arch_models_fit_predict(table, cls, min_w5):
     m = latency_metrics(yte, pred)
     assert m["within_5pct"] >= min_w5
     assert m["spearman"] > 0.5
-    assert 0.0 <= model.score(xte, yte) <= 1.0 or cls in (FlopsLinear, ParamsLinear)
+    assert min_r2 <= model.score(xte, yte) <= 1.0
+    # better than predicting the training mean for every arch
+    assert m["rmspe"] < latency_metrics(yte, np.full(len(yte), ytr.mean()))["rmspe"]
 
 
 def test_xgb_trees_learn_without_linear_base(table):

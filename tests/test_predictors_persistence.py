@@ -65,7 +65,7 @@ def test_round_trip_identical_predictions(models, table, tmp_path):
         assert type(loaded) is type(model) and meta["predictor"]
         np.testing.assert_array_equal(loaded.predict(table.archs), model.predict(table.archs), err_msg=name)
     meta = json.loads((tmp_path / "xgb_log_trees" / "meta.json").read_text())
-    assert meta["schema"] == "latnas.predictor/1" and "model.json" in meta["files"]
+    assert meta["schema"] == "latnas.predictor/2" and "model.json" in meta["files"]
     assert {"xgboost", "scikit-learn", "numpy"} <= set(meta["libraries"])
     assert len(meta["feature_names"]) == 22 * 9
 
