@@ -416,7 +416,8 @@ def test_cli_agent_info(agent, capsys):
     assert rc == 0 and json.loads(capsys.readouterr().out)["agent"] == "latnas"
     rc = main(["agent", "info", "--url", agent.url, "--token", "wrong-token-0123456789abcdef"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: agent at") and "rejected the token" in err
+    assert rc == 2 and err.splitlines()[-1].startswith("error: agent at") and "rejected the token" in err
+    assert "visible to other users in `ps`" in err  # --token on a command line is readable by everyone
 
 
 def test_cli_agent_serve_runs_and_answers(monkeypatch):
@@ -659,11 +660,17 @@ def test_token_from_file_env_or_flag(tmp_path, monkeypatch):
     (tmp_path / "short").write_text("abc\n")
     with pytest.raises(LatnasError, match="too short"):
         resolve_token(None, tmp_path / "short")
+    path.chmod(0o600)
     server, lines = prepare_serve("127.0.0.1", 0, None, "test-eager", token_file=path)
     try:
         assert server.token == TOKEN and not any(TOKEN in line for line in lines)
+        assert not any("readable by other users" in line for line in lines)
     finally:
         server.server_close()
+    path.chmod(0o644)
+    server, lines = prepare_serve("127.0.0.1", 0, None, "test-eager", token_file=path)
+    server.server_close()
+    assert lines[0].startswith(f"warning: token file {path} is readable by other users")
 
 
 def test_cli_token_flag_warns_about_ps(tmp_path, monkeypatch, capsys):

@@ -63,6 +63,8 @@ def info_cmd(
         raise LatnasError("give the agent token once: --token or --token-file, not both")
     if token_file is not None:
         token = read_token_file(token_file)
+    elif token is not None:
+        typer.echo(PS_WARNING, err=True)
     info = AgentClient(url, token or os.environ.get(TOKEN_ENV, ""), timeout_s).info()
     if as_json:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))

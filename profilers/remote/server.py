@@ -73,6 +73,17 @@ def read_token_file(path: str | Path) -> str:
     return lines[0].strip()
 
 
+def token_file_warning(path: str | Path) -> str | None:
+    """A warning line when the token file can be read by other users, else ``None``."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"warning: token file {path} is readable by other users (chmod 600 {path})"
+    return None
+
+
 def resolve_token(token: str | None, token_file: str | Path | None = None) -> tuple[str, bool]:
     """The token to serve with and whether it was generated here.
 
@@ -348,6 +359,9 @@ def prepare_serve(
     if not ok:
         raise BackendUnavailable(f"default backend {default_backend!r} is unavailable here: {reason}")
     lines = []
+    warning = token_file_warning(token_file) if token_file is not None else None
+    if warning:
+        lines.append(warning)
     if not is_loopback(host):
         lines.append(
             f"warning: listening on non-loopback host {host}: anyone who can reach this port and knows the "
