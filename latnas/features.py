@@ -2,15 +2,13 @@
 
 FLOPs come from ``torch.utils.flop_counter`` (it counts convolutions and matrix
 products, 2 FLOPs per multiply-accumulate) on one forward pass on the meta
-device; results are cached per spec.
+device; results are cached per spec. torch is imported on the first count, so
+importing this module (e.g. for :class:`BlockCost`) stays light.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from latnas.spec import BlockSpec
 
@@ -32,6 +30,9 @@ class BlockCost:
 
 def _count(spec: BlockSpec, device: str) -> tuple[int, int, int, int]:
     """(flops, params, input elements, output elements of every leaf module)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.device(device):
         module = spec.build().eval()
         x = torch.zeros(spec.input_shape)

@@ -150,6 +150,7 @@ def _loads_torch(code: str) -> bool:
     "import latnas",
     "from latnas.spec import BlockSpec; BlockSpec('conv', 3, 8, 8, 8).key",
     "import latnas.branches",
+    "from latnas.features import BlockCost",
     "import latnas.cli.main",
     "from latnas.cli.main import main; main(['--help'])",
     "from latnas.cli.main import main; main(['version'])",
