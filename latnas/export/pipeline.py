@@ -113,11 +113,11 @@ def export_model(
         else:
             from latnas.export.tensorrt import export_tensorrt
 
-            result = export_tensorrt(deploy, example, path, precision=precision,
-                                     timing_cache=out_dir / "tensorrt.timing_cache")
+            result = export_tensorrt(deploy, example, path, precision=precision)
         record = {
             **base,
             "format": name,
+            "profile_config": profile_config(name, result, threads),
             "parity": _parity_dict(result.parity),
             "nodes": result.nodes,
             "details": result.details,
@@ -126,6 +126,19 @@ def export_model(
         result.sidecar = write_sidecar(path, record)
         report.results.append(result)
     return report
+
+
+def profile_config(fmt: str, result: ExportResult, threads: int = 1) -> dict[str, Any]:
+    """The profiler backend and options that time this artifact (the runtimes layer builds both)."""
+    if fmt == "tensorrt":
+        return result.details["profile_config"]
+    if fmt == "executorch":
+        from profilers.runtimes.executorch import toolchain_versions
+
+        return {"backend": "executorch", "options": {}, "threads": threads, "toolchain": toolchain_versions()}
+    from latnas.export.onnx import SHIP_DYNAMO
+
+    return {"backend": "onnxruntime", "options": {"exporter": "dynamo" if SHIP_DYNAMO else "legacy"}, "threads": threads}
 
 
 def _parity_dict(p: Parity | None) -> dict[str, Any] | None:
