@@ -479,3 +479,31 @@ def test_torch_cuda_precisions_layouts_and_batches(precision, channels_last, bat
     m = profile_block(TorchCUDABackend(precision=precision, channels_last=channels_last, warm_seconds=0.1), spec, FAST)
     assert m.precision == precision and m.layout == ("channels_last" if channels_last else "contiguous")
     assert m.batch == spec.batch and m.meta["batch"] == spec.batch and m.stats.median_ms > 0
+
+
+# ----------------------------------------------------- ORT CUDA EP graphs
+def test_ort_cuda_graph_option():
+    from profilers.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeCUDABackend
+
+    assert OnnxRuntimeCUDABackend(cuda_graph="true").cuda_graph is True
+    assert OnnxRuntimeCUDABackend(cuda_graph="false").cuda_graph is False
+    with pytest.raises(ValueError, match="provider='cuda'"):
+        OnnxRuntimeBackend(cuda_graph=True)
+
+
+def _ort_cuda_ok() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return HAS_CUDA and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _ort_cuda_ok(), reason="needs onnxruntime-gpu with the CUDA EP and a GPU")
+def test_ort_cuda_graph_profiles_a_block():
+    from profilers.backends.onnxruntime import OnnxRuntimeCUDABackend
+    from profilers.runner import profile_block
+
+    m = profile_block(OnnxRuntimeCUDABackend(cuda_graph=True), SPEC, FAST)
+    assert m.stats.median_ms > 0

@@ -5,7 +5,10 @@ The module is exported to ONNX in a temporary folder (see
 graph optimisations, sequential execution, ``intra_op_num_threads =
 config.threads`` and one inter-op thread, and the folder is removed again.
 The timed call is ``session.run`` on a fixed NumPy input (CPU); with the CUDA
-EP, input and outputs are bound on the GPU (I/O binding) so copies are not timed.
+EP, input and outputs are bound on the GPU (I/O binding) so copies are not timed;
+option ``cuda_graph=True`` turns on the CUDA EP's ``enable_cuda_graph`` (ORT
+captures the session's kernels once and replays them; outputs are then
+pre-allocated at fixed device addresses, as ORT requires).
 """
 from __future__ import annotations
 
@@ -23,12 +26,17 @@ class OnnxRuntimeBackend(Backend):
     requires = "onnxruntime, onnx"
     agent_options = frozenset({"provider", "exporter", "opset"})  # what an agent client may set
 
-    def __init__(self, provider: str = "cpu", exporter: str = "auto", opset: int | None = None):
+    def __init__(self, provider: str = "cpu", exporter: str = "auto", opset: int | None = None, cuda_graph: bool = False):
         if provider not in PROVIDERS:
             raise ValueError(f"unknown ONNX Runtime provider {provider!r} (known: {', '.join(PROVIDERS)})")
+        if isinstance(cuda_graph, str):  # from the CLI: "true"/"false"
+            cuda_graph = cuda_graph.lower() in ("1", "true", "yes", "on")
+        if cuda_graph and provider != "cuda":
+            raise ValueError("cuda_graph needs provider='cuda'")
         self.provider = provider
         self.exporter = exporter
         self.opset = opset
+        self.cuda_graph = bool(cuda_graph)
 
     def availability(self) -> tuple[bool, str]:
         for lib in ("onnxruntime", "onnx"):
@@ -46,6 +54,8 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         out = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "provider": PROVIDERS[self.provider]}
+        if self.cuda_graph:
+            out["cuda_graph"] = "1"
         if self.provider == "cuda":
             try:
                 import torch
@@ -72,14 +82,16 @@ class OnnxRuntimeBackend(Backend):
 
         from profilers.onnx_export import DEFAULT_OPSET, onnx_file
 
+        provider = PROVIDERS[self.provider]
+        providers = [(provider, {"enable_cuda_graph": "1"})] if self.cuda_graph else [provider]
         with onnx_file(module, example, opset=self.opset or DEFAULT_OPSET, exporter=self.exporter) as path:
-            return ort.InferenceSession(str(path), self.session_options(config), providers=[PROVIDERS[self.provider]])
+            return ort.InferenceSession(str(path), self.session_options(config), providers=providers)
 
     def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
         sess = self.session(module, example, config)
         x = example.detach().cpu().numpy()
         if self.provider == "cuda":
-            return bound_call(sess, x, "cuda")
+            return bound_call(sess, x, "cuda", fixed_outputs=self.cuda_graph)
         feed = {sess.get_inputs()[0].name: x}
         run = sess.run
 
@@ -89,16 +101,27 @@ class OnnxRuntimeBackend(Backend):
         return call
 
 
-def bound_call(sess, x, device: str) -> Callable[[], Any]:
+def bound_call(sess, x, device: str, fixed_outputs: bool = False) -> Callable[[], Any]:
     """A call that keeps input and output on ``device`` (I/O binding), so GPU timings
     exclude host<->device copies; ``run_with_iobinding`` returns after the device
-    stream is synchronised (ORT's default run option)."""
+    stream is synchronised (ORT's default run option). ``fixed_outputs``
+    pre-allocates the outputs once (CUDA graphs replay into fixed addresses)."""
+    import numpy as np
     import onnxruntime as ort
 
     binding = sess.io_binding()
     binding.bind_ortvalue_input(sess.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+    outputs = []
     for out in sess.get_outputs():
-        binding.bind_output(out.name, device)
+        if fixed_outputs:
+            if not all(isinstance(d, int) for d in out.shape):
+                raise ValueError(f"cuda_graph needs static output shapes, got {out.shape} for {out.name}")
+            dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(out.type, np.float32)
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(out.shape), dtype, device, 0)
+            outputs.append(value)
+            binding.bind_ortvalue_output(out.name, value)
+        else:
+            binding.bind_output(out.name, device)
     run = sess.run_with_iobinding
 
     def call():
@@ -106,6 +129,7 @@ def bound_call(sess, x, device: str) -> Callable[[], Any]:
         return binding
 
     call.binding = binding
+    call.outputs = outputs  # keep pre-allocated outputs alive
     return call
 
 
@@ -115,5 +139,5 @@ class OnnxRuntimeCUDABackend(OnnxRuntimeBackend):
     requires = "onnxruntime-gpu and an NVIDIA GPU"
     agent_options = frozenset({"exporter", "opset"})
 
-    def __init__(self, exporter: str = "auto", opset: int | None = None):
-        super().__init__(provider="cuda", exporter=exporter, opset=opset)
+    def __init__(self, exporter: str = "auto", opset: int | None = None, cuda_graph: bool = False):
+        super().__init__(provider="cuda", exporter=exporter, opset=opset, cuda_graph=cuda_graph)
