@@ -17,7 +17,7 @@ BACKEND_MODULES = (
     "profilers.backends.executorch",
     "profilers.backends.torch_cuda",
     "profilers.backends.tensorrt",
-    "profilers.remote",
+    "profilers.remote.backend",
 )
 IMPORT_ERRORS: dict[str, str] = {}
 

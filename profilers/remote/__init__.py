@@ -13,6 +13,10 @@ Modules, one job each:
 - :mod:`~profilers.remote.client`: :class:`AgentClient` and its error mapping;
 - :mod:`~profilers.remote.backend`: the ``remote`` backend (:class:`RemoteBackend`).
 
+Importing the package registers the ``remote`` backend; the other names are
+re-exported lazily (module ``__getattr__``), so that imports neither
+``http.server`` nor ``urllib``.
+
 Wire protocol (JSON only, never pickle; docs/remote_and_gpu.md has examples):
 
 - ``GET /v1/info`` -> ``{"agent": "latnas", "version", "default_backend",
@@ -39,84 +43,61 @@ at a time so timings do not disturb each other.
 """
 from __future__ import annotations
 
-from profilers.remote.agent import (
-    agent_info,
-    backends_status,
-    local_fingerprint,
-    profile_models,
-    profile_specs,
-)
-from profilers.remote.backend import RemoteBackend
-from profilers.remote.client import AgentClient
-from profilers.remote.server import (
-    AgentHandler,
-    AgentServer,
-    is_loopback,
-    make_server,
-    prepare_serve,
-    read_token_file,
-    resolve_token,
-    run_until_interrupted,
-    serve,
-    start_in_thread,
-)
-from profilers.remote.wire import (
-    API_PREFIX,
-    DEFAULT_AGENT_OPTIONS,
-    DEFAULT_BACKEND,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    MIN_TOKEN_CHARS,
-    TOKEN_ENV,
-    URL_ENV,
-    AgentLimits,
-    ModelRequest,
-    ProfileRequest,
-    allowed_options,
-    check_backend_options,
-    check_spec_limits,
-    parse_config,
-    parse_models,
-    parse_options,
-    parse_profile_request,
-    stats_from_dict,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "API_PREFIX",
-    "AgentClient",
-    "AgentHandler",
-    "AgentLimits",
-    "AgentServer",
-    "DEFAULT_AGENT_OPTIONS",
-    "DEFAULT_BACKEND",
-    "DEFAULT_HOST",
-    "DEFAULT_PORT",
-    "MIN_TOKEN_CHARS",
-    "ModelRequest",
-    "ProfileRequest",
-    "RemoteBackend",
-    "TOKEN_ENV",
-    "URL_ENV",
-    "agent_info",
-    "allowed_options",
-    "backends_status",
-    "check_backend_options",
-    "check_spec_limits",
-    "is_loopback",
-    "local_fingerprint",
-    "make_server",
-    "parse_config",
-    "parse_models",
-    "parse_options",
-    "parse_profile_request",
-    "prepare_serve",
-    "profile_models",
-    "profile_specs",
-    "read_token_file",
-    "resolve_token",
-    "run_until_interrupted",
-    "serve",
-    "start_in_thread",
-    "stats_from_dict",
-]
+from profilers.remote.backend import RemoteBackend  # registers the ``remote`` backend, as importing this package always did
+
+_EXPORTS = {
+    "agent_info": "profilers.remote.agent",
+    "backends_status": "profilers.remote.agent",
+    "local_fingerprint": "profilers.remote.agent",
+    "profile_models": "profilers.remote.agent",
+    "profile_specs": "profilers.remote.agent",
+    "AgentClient": "profilers.remote.client",
+    "AgentHandler": "profilers.remote.server",
+    "AgentServer": "profilers.remote.server",
+    "is_loopback": "profilers.remote.server",
+    "make_server": "profilers.remote.server",
+    "prepare_serve": "profilers.remote.server",
+    "read_token_file": "profilers.remote.server",
+    "resolve_token": "profilers.remote.server",
+    "run_until_interrupted": "profilers.remote.server",
+    "serve": "profilers.remote.server",
+    "start_in_thread": "profilers.remote.server",
+    "token_file_warning": "profilers.remote.server",
+    "API_PREFIX": "profilers.remote.wire",
+    "DEFAULT_AGENT_OPTIONS": "profilers.remote.wire",
+    "DEFAULT_BACKEND": "profilers.remote.wire",
+    "DEFAULT_HOST": "profilers.remote.wire",
+    "DEFAULT_PORT": "profilers.remote.wire",
+    "MIN_TOKEN_CHARS": "profilers.remote.wire",
+    "TOKEN_ENV": "profilers.remote.wire",
+    "URL_ENV": "profilers.remote.wire",
+    "AgentLimits": "profilers.remote.wire",
+    "ModelRequest": "profilers.remote.wire",
+    "ProfileRequest": "profilers.remote.wire",
+    "allowed_options": "profilers.remote.wire",
+    "check_backend_options": "profilers.remote.wire",
+    "check_spec_limits": "profilers.remote.wire",
+    "parse_config": "profilers.remote.wire",
+    "parse_models": "profilers.remote.wire",
+    "parse_options": "profilers.remote.wire",
+    "parse_profile_request": "profilers.remote.wire",
+    "stats_from_dict": "profilers.remote.wire",
+}
+
+__all__ = sorted([*_EXPORTS, "RemoteBackend"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'profilers.remote' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -8,10 +8,9 @@ other statuses, connection errors, timeouts and malformed replies ->
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
-import urllib.error
-import urllib.request
 from http import HTTPStatus
 from typing import Any, Sequence
 
@@ -88,6 +87,9 @@ class AgentClient:
         return results
 
     def _request(self, method: str, path: str, payload: Any, timeout: float) -> Any:
+        import urllib.error
+        import urllib.request
+
         data = json.dumps(payload).encode() if payload is not None else None
         req = urllib.request.Request(self.url + API_PREFIX + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
@@ -95,7 +97,7 @@ class AgentClient:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with _OPENER.open(req, timeout=timeout) as resp:
+            with _opener().open(req, timeout=timeout) as resp:
                 body = resp.read(MAX_REPLY_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raise http_error(self.url, exc) from None
@@ -110,19 +112,22 @@ class AgentClient:
             raise BackendUnavailable(f"agent at {self.url} sent a reply that is not JSON (or too large or deep)") from None
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Agents never redirect; following one would send the token to another URL."""
+@functools.lru_cache(maxsize=1)
+def _opener():
+    """Direct connections only (no $http_proxy: the token must not travel via a proxy), no redirects."""
+    import urllib.request
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        """Agents never redirect; following one would send the token to another URL."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            return None
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
 
 
-# Direct connections only (no $http_proxy: the token must not travel via a proxy), no redirects.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def http_error(url: str, exc: urllib.error.HTTPError) -> LatnasError:
-    """The one-line LatnasError for an agent's HTTP error reply."""
+def http_error(url: str, exc) -> LatnasError:
+    """The one-line LatnasError for an agent's HTTP error reply (``exc``: a urllib ``HTTPError``)."""
     try:
         reply = safe_json.loads(exc.read(65536), "agent error reply", max_depth=4)
         message = str(reply.get("error", "")) if isinstance(reply, dict) else ""
