@@ -45,7 +45,7 @@ def train(
     space: str = typer.Option("fbnet", "--space", help="search space of the archs"),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="rows to train on (random, by --seed); default all"),
     seed: int = typer.Option(0, "--seed", help="seed of the train-row choice"),
-    model: str = typer.Option("xgb", "--model", help="xgb | ridge | flops | params (arch level); rf | lut (with --store)"),
+    model: str = typer.Option("xgb", "--model", help="xgb | ridge | flops | params | any registered (arch level); rf | lut (with --store)"),
     transfer_from: Optional[str] = typer.Option(None, "--transfer-from", help="comma-separated source columns for few-shot transfer"),
     store: Optional[Path] = typer.Option(None, "--store", help="profile store (SQLite) to train a block-level model from"),
     backend: Optional[str] = typer.Option(None, "--backend", help="backend of the profiles to use (with --store)"),
@@ -68,7 +68,9 @@ def train(
             raise DataError(f"--stat must be median_ms or min_ms, not {stat!r}")
         from predictors.train import train_block_model
 
-        block_model = model if model in ("rf", "lut") else "rf"
+        from predictors.registry import BLOCK_PREDICTORS
+
+        block_model = model if model in BLOCK_PREDICTORS else "rf"
         params = {"n_estimators": n_estimators} if n_estimators and block_model == "rf" else None
         est, meta = train_block_model(_store_records(store, backend, fingerprint), backend, space, fingerprint,
                                       block_model=block_model, correction=correction, params=params, stat=stat)
