@@ -1,0 +1,423 @@
+"""Profile one block table on a fleet of devices at once, the driver alone writing the store.
+
+A device lab is several machines, each reached through a backend: usually a
+``latnas agent serve`` behind the ``remote`` backend, or a Ray node that owns
+a device and runs a local backend. :func:`profile_fleet`
+
+1. probes every device where it runs (its fingerprint is computed there);
+2. groups devices by fingerprint: identical devices share one table, and the
+   blocks of that table not yet stored fan out over them;
+3. keeps **at most one block in flight per device** (two measurements on one
+   device at once corrupt each other's timings). On Ray each device is also a
+   custom resource ``device:<name>`` of capacity 1 that every measurement
+   holds, so even two drivers on one cluster never share a device;
+4. writes every result from the driver, one commit per block, through
+   :class:`profilers.store.ProfileStore` (its durability and resume
+   guarantees stay as they are: workers never touch SQLite);
+5. re-queues the block of a worker or device that died (to another device
+   of the group, or the same once it is back) up to ``retries`` times; a
+   device that fails ``max_strikes`` times in a row is retired. Whatever is
+   left is profiled by the next run (resume).
+
+``dispatch="ray"`` runs measurements as Ray tasks (``RAY_ADDRESS`` or
+``address`` joins a cluster; otherwise a local Ray starts with one
+``device:<name>`` resource per device). ``dispatch="threads"`` reaches remote
+agents directly from driver threads, without Ray.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from latnas.errors import BackendUnavailable, DataError, LatnasError
+from latnas.spec import BlockSpec
+from profilers.base import Backend, Measurement, ProtocolConfig
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DISPATCHES = ("ray", "threads")
+
+
+# ------------------------------------------------------------------ devices
+@dataclass(frozen=True, eq=False)
+class FleetDevice:
+    """One device of the lab and how to reach it."""
+
+    name: str  # unique id: letters, digits, ``._-``
+    backend: str | type = "remote"  # registered backend name (or a Backend subclass)
+    options: dict[str, Any] = field(default_factory=dict)  # backend constructor options (url, token, ...)
+    resource: str | None = None  # Ray resource the device is; default ``device:<name>``
+    num_cpus: float = 0.0  # CPUs a measurement holds on its Ray node (use 1 for a local CPU backend)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise DataError(f"device name {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if not isinstance(self.options, dict):
+            raise DataError(f"device {self.name}: options must be an object")
+        if self.num_cpus < 0:
+            raise DataError(f"device {self.name}: num_cpus must be >= 0")
+
+    @property
+    def ray_resource(self) -> str:
+        return self.resource or f"device:{self.name}"
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend if isinstance(self.backend, str) else getattr(self.backend, "name", "") or self.backend.__name__
+
+    def make_backend(self) -> Backend:
+        if isinstance(self.backend, type):
+            try:
+                return self.backend(**self.options)
+            except (TypeError, ValueError) as exc:
+                raise BackendUnavailable(f"device {self.name}: bad options: {exc}") from None
+        from profilers.runner import get_backend
+
+        return get_backend(self.backend, **self.options)
+
+
+def load_fleet(path: str | Path) -> list[FleetDevice]:
+    """Devices from a JSON file ``{"devices": [{"name", "backend", "options", "resource", "num_cpus"}]}``.
+
+    An option ``"token_env": "VAR"`` is replaced by ``"token"`` read from that
+    environment variable, so tokens need not sit in the file.
+    """
+    import os
+
+    from latnas import safe_json
+
+    data = safe_json.load(path, what="fleet file")
+    items = data.get("devices") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise DataError(f"fleet file {path}: expected {{\"devices\": [...]}} with at least one device")
+    devices: list[FleetDevice] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise DataError(f"fleet file {path}: device {i} needs a \"name\"")
+        unknown = set(item) - {"name", "backend", "options", "resource", "num_cpus"}
+        if unknown:
+            raise DataError(f"fleet file {path}: device {item['name']}: unknown field {sorted(unknown)[0]!r}")
+        options = dict(item.get("options") or {})
+        var = options.pop("token_env", None)
+        if var is not None:
+            if not isinstance(var, str) or var not in os.environ:
+                raise DataError(f"device {item['name']}: token_env {var!r} is not set in the environment")
+            options["token"] = os.environ[var]
+        try:
+            num_cpus = float(item.get("num_cpus", 0.0))
+        except (TypeError, ValueError):
+            raise DataError(f"device {item['name']}: num_cpus must be a number") from None
+        devices.append(FleetDevice(item["name"], str(item.get("backend", "remote")), options,
+                                   item.get("resource"), num_cpus))
+    check_devices(devices)
+    return devices
+
+
+def check_devices(devices: Sequence[FleetDevice]) -> None:
+    names = [d.name for d in devices]
+    if not devices:
+        raise DataError("a fleet needs at least one device")
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise DataError(f"device name {dup!r} appears twice in the fleet")
+    res = [d.ray_resource for d in devices]
+    dup = next((r for r in res if res.count(r) > 1), None)
+    if dup:
+        raise DataError(f"Ray resource {dup!r} is given to two devices (one resource per device)")
+
+
+# --------------------------------------------------- work run on a device
+_CACHE: dict[str, Backend] = {}  # per process (driver thread or Ray worker): one backend per device
+
+
+def _backend(device: FleetDevice) -> Backend:
+    key = f"{device.name}|{device.backend_name}|{json.dumps(device.options, sort_keys=True, default=str)}"
+    if key not in _CACHE:
+        _CACHE[key] = device.make_backend()
+    return _CACHE[key]
+
+
+def probe_device(device: FleetDevice, threads: int) -> dict[str, Any]:
+    """Where the device runs: ``{"ok", "reason", "fingerprint", "info", "backend"}``."""
+    from profilers.fingerprint import device_fingerprint
+
+    try:
+        backend = _backend(device)
+        ok, reason = backend.availability()
+        if not ok:
+            return {"ok": False, "reason": reason}
+        fp, info = device_fingerprint(backend, threads)
+    except LatnasError as exc:
+        return {"ok": False, "reason": str(exc)}
+    return {"ok": True, "reason": "", "fingerprint": fp, "info": info, "backend": backend.name}
+
+
+def measure_on_device(device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fingerprint: str) -> Measurement:
+    """Time one block (``BlockSpec.to_dict()``) on ``device``; the measurement carries the group's fingerprint."""
+    from profilers.runner import profile_block
+
+    return profile_block(_backend(device), BlockSpec.from_dict(spec), config, fingerprint=fingerprint)
+
+
+# ---------------------------------------------------------------- dispatch
+class _Threads:
+    """Devices reached directly from this process (remote agents): one thread each."""
+
+    def __init__(self, devices: Sequence[FleetDevice]):
+        for d in devices:
+            if len(devices) > 1 and not getattr(d.make_backend(), "remote", False):
+                raise DataError(f"device {d.name}: backend {d.backend_name!r} times on this host; "
+                                "side by side from one process only remote agents can be profiled (use Ray: one node per device)")
+        self.pool = cf.ThreadPoolExecutor(max_workers=max(1, len(devices)), thread_name_prefix="latnas-fleet")
+
+    def probe(self, device: FleetDevice, threads: int) -> cf.Future:
+        return self.pool.submit(probe_device, device, threads)
+
+    def measure(self, device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
+        return self.pool.submit(measure_on_device, device, spec, config, fp)
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, BackendUnavailable)
+
+    def unwrap(self, exc: BaseException) -> BaseException:
+        return exc
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class _Ray:
+    """Measurements as Ray tasks, each holding its device's resource (capacity 1)."""
+
+    def __init__(self, devices: Sequence[FleetDevice], address: str | None):
+        from latnas.executors.ray_executor import ensure_ray, import_ray
+
+        self.ray = ray = import_ray()
+        self.started = ensure_ray(address, resources={d.ray_resource: 1.0 for d in devices})
+        have = ray.cluster_resources()
+        for d in devices:
+            if d.ray_resource not in have:
+                raise BackendUnavailable(
+                    f"device {d.name}: the Ray cluster has no resource {d.ray_resource!r} "
+                    f"(start the node that reaches it with: ray start --resources='{{\"{d.ray_resource}\": 1}}')")
+            if have[d.ray_resource] != 1:
+                logger.warning("resource %s has capacity %s, not 1: measurements may share the device",
+                               d.ray_resource, have[d.ray_resource])
+        self._probe = ray.remote(max_retries=0)(probe_device)
+        self._measure = ray.remote(max_retries=0)(measure_on_device)
+
+    def _opts(self, d: FleetDevice) -> dict[str, Any]:
+        return {"resources": {d.ray_resource: 1.0}, "num_cpus": d.num_cpus}
+
+    def probe(self, device: FleetDevice, threads: int) -> cf.Future:
+        return self._probe.options(**self._opts(device)).remote(device, threads).future()
+
+    def measure(self, device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
+        return self._measure.options(**self._opts(device)).remote(device, spec, config, fp).future()
+
+    def unwrap(self, exc: BaseException) -> BaseException:
+        cause = getattr(exc, "cause", None)
+        return cause if isinstance(cause, BaseException) else exc
+
+    def lost(self, exc: BaseException) -> bool:
+        """A dead worker or node, or an unreachable device: the block goes back in the queue."""
+        if isinstance(self.unwrap(exc), BackendUnavailable):
+            return True
+        return isinstance(exc, self.ray.exceptions.RayError) and not isinstance(exc, self.ray.exceptions.RayTaskError)
+
+    def close(self) -> None:
+        if self.started and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+# ------------------------------------------------------------------ summary
+@dataclass
+class FleetSummary:
+    """What a fleet run did, per fingerprint group and per device."""
+
+    groups: dict[str, list[str]] = field(default_factory=dict)  # fingerprint -> device names
+    total: int = 0  # blocks x groups
+    skipped: int = 0  # already stored
+    done: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (device, key, one line)
+    retried: int = 0  # blocks put back in the queue after a lost worker/device
+    left: int = 0  # not profiled: every device of their group retired (the next run resumes)
+    per_device: dict[str, int] = field(default_factory=dict)  # device -> blocks measured
+    unavailable: dict[str, str] = field(default_factory=dict)  # device -> reason it was not used
+    retired: list[str] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("groups", "total", "skipped", "done", "retried", "left",
+                                               "per_device", "unavailable", "retired", "wall_s")} | {
+            "failed": self.failed, "failures": [list(f) for f in self.failures]}
+
+
+# -------------------------------------------------------------------- run
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[item]}"), console=Console(stderr=True), disable=not enabled)
+
+
+@dataclass
+class _Group:
+    fingerprint: str
+    backend: str
+    devices: list[FleetDevice]
+    queue: deque  # of (key, batch, spec dict)
+
+
+def _unique(specs: Iterable[BlockSpec]) -> list[tuple[str, int, dict[str, Any]]]:
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for spec in specs:
+        spec.validate()
+        seen.setdefault((spec.key, spec.batch), spec.to_dict())
+    return [(k, b, d) for (k, b), d in seen.items()]
+
+
+def profile_fleet(
+    devices: Sequence[FleetDevice],
+    specs: Iterable[BlockSpec],
+    store,
+    config: ProtocolConfig = ProtocolConfig(),
+    dispatch: str = "ray",
+    address: str | None = None,
+    retries: int = 2,
+    max_strikes: int = 3,
+    progress: bool = True,
+    on_result: Callable[[str, Measurement], None] | None = None,
+) -> FleetSummary:
+    """Profile the blocks of ``specs`` missing from ``store`` on every fingerprint group of ``devices``.
+
+    ``retries``: times a block lost with its worker/device is re-queued.
+    ``max_strikes``: consecutive losses after which a device is retired.
+    ``on_result(device, measurement)`` is called on the driver after each commit.
+    """
+    from profilers.protocol import check_config
+
+    check_config(config)
+    check_devices(devices)
+    if dispatch not in DISPATCHES:
+        raise DataError(f"unknown fleet dispatch {dispatch!r} (known: {', '.join(DISPATCHES)})")
+    items = _unique(specs)
+    start = time.perf_counter()
+    runner = _Ray(devices, address) if dispatch == "ray" else _Threads(devices)
+    summary = FleetSummary()
+    try:
+        groups = _probe_all(runner, devices, store, config, items, summary)
+        _schedule(runner, groups, store, config, retries, max_strikes, progress, on_result, summary)
+    finally:
+        runner.close()
+    summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def _probe_all(runner, devices, store, config, items, summary: FleetSummary) -> list[_Group]:
+    futures = {d.name: runner.probe(d, config.threads) for d in devices}
+    groups: dict[str, _Group] = {}
+    for d in devices:
+        try:
+            res = futures[d.name].result()
+        except Exception as exc:  # the probe task itself died
+            res = {"ok": False, "reason": _one_line(runner.unwrap(exc))}
+        if not res.get("ok"):
+            summary.unavailable[d.name] = str(res.get("reason", ""))
+            continue
+        fp = res["fingerprint"]
+        if fp not in groups:
+            store.add_fingerprint(fp, res["info"])
+            stored = store.stored_keys(res["backend"], fp)
+            todo = [it for it in items if (it[0], it[1]) not in stored]
+            summary.total += len(items)
+            summary.skipped += len(items) - len(todo)
+            groups[fp] = _Group(fp, res["backend"], [], deque(todo))
+        groups[fp].devices.append(d)
+        summary.groups.setdefault(fp, []).append(d.name)
+    if not groups:
+        reasons = "; ".join(f"{k}: {v}" for k, v in summary.unavailable.items())
+        raise BackendUnavailable(f"no device of the fleet is available ({reasons})")
+    return list(groups.values())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_result, summary: FleetSummary) -> None:
+    attempts: dict[tuple[str, str, int], int] = {}
+    strikes: dict[str, int] = {}
+    in_flight: dict[cf.Future, tuple[_Group, FleetDevice, tuple[str, int, dict[str, Any]]]] = {}
+    idle: list[tuple[_Group, FleetDevice]] = [(g, d) for g in groups for d in g.devices]
+    with _progress(progress) as bar:
+        tasks = {d.name: bar.add_task(f"{d.name} ({g.fingerprint[:8]})", total=len(g.queue), item="")
+                 for g in groups for d in g.devices}
+        while True:
+            still_idle = []
+            for g, d in idle:
+                if g.queue:
+                    item = g.queue.popleft()
+                    bar.update(tasks[d.name], item=item[0])
+                    in_flight[runner.measure(d, item[2], config, g.fingerprint)] = (g, d, item)
+                else:
+                    still_idle.append((g, d))
+            idle = still_idle
+            if not in_flight:
+                break
+            done, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                g, d, item = in_flight.pop(fut)
+                key = (g.fingerprint, item[0], item[1])
+                try:
+                    m = fut.result()
+                except Exception as exc:
+                    if runner.lost(exc):
+                        strikes[d.name] = strikes.get(d.name, 0) + 1
+                        attempts[key] = attempts.get(key, 0) + 1
+                        why = _one_line(runner.unwrap(exc))
+                        if attempts[key] > retries:
+                            summary.failures.append((d.name, item[0], f"lost {attempts[key]} times: {why}"))
+                        else:
+                            g.queue.appendleft(item)  # another device of the group (or this one) takes it next
+                            summary.retried += 1
+                        bar.console.print(f"{d.name}: lost {item[0]} ({why})", markup=False, highlight=False)
+                        if strikes[d.name] >= max_strikes:
+                            summary.retired.append(d.name)
+                            bar.update(tasks[d.name], item="retired")
+                            continue  # not idle again: retired
+                    else:
+                        strikes[d.name] = 0
+                        why = _one_line(runner.unwrap(exc))
+                        summary.failures.append((d.name, item[0], why))
+                        bar.console.print(f"{d.name}: failed {item[0]}: {why}", markup=False, highlight=False)
+                        bar.advance(tasks[d.name])
+                else:
+                    strikes[d.name] = 0
+                    store.put(m)  # the driver alone writes: one commit per block
+                    summary.measurements.append(m)
+                    summary.done += 1
+                    summary.per_device[d.name] = summary.per_device.get(d.name, 0) + 1
+                    bar.advance(tasks[d.name])
+                    if on_result is not None:
+                        on_result(d.name, m)
+                idle.append((g, d))
+    summary.left = sum(len(g.queue) for g in groups)
+
+
+__all__ = ["FleetDevice", "FleetSummary", "check_devices", "load_fleet", "measure_on_device", "probe_device", "profile_fleet"]
