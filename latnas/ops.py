@@ -26,10 +26,13 @@ from latnas.spec import BlockSpec, check_divides
 __all__ = ["OPS", "OpDef", "get_op", "register_op", "conv_bn", "ChannelShuffle", "MBConv", "build_model"]
 
 
-def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
-    """Conv (same padding, no bias) + BN, optionally + ReLU."""
+def conv_bn(
+    cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
+    """Conv (same padding per side, no bias) + BN, optionally + ReLU; ``kernel`` may be ``(kh, kw)``."""
+    padding = tuple(k // 2 for k in kernel) if isinstance(kernel, tuple) else kernel // 2
     layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
     ]
     if relu:

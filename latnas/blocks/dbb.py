@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from latnas.branches import fitting_branches, format_branches, parse_branches
 from latnas.errors import ShapeError
+from latnas.ops import conv_bn
 from latnas.reparam.transforms import (
     KernelBias,
     add_branches,
@@ -97,13 +98,6 @@ class BNAndPad(nn.Module):
         return F.pad(y - v, [self.pad] * 4) + v  # pad with v, written with exportable ops
 
 
-def _conv_bn(cin: int, cout: int, kernel: tuple[int, int], stride: int, padding: tuple[int, int], groups: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    )
-
-
 class DiverseBranchBlock(nn.Module):
     """Multi-branch conv block that re-parameterizes into one ``k x k`` conv (+ bias).
 
@@ -138,13 +132,13 @@ class DiverseBranchBlock(nn.Module):
         branch = nn.ModuleDict()
         for name in names:
             if name == "kxk":
-                branch[name] = _conv_bn(in_channels, out_channels, (k, k), s, (p, p), g)
+                branch[name] = conv_bn(in_channels, out_channels, (k, k), s, g, relu=False)
             elif name == "1x1":
-                branch[name] = _conv_bn(in_channels, out_channels, (1, 1), s, (0, 0), g)
+                branch[name] = conv_bn(in_channels, out_channels, (1, 1), s, g, relu=False)
             elif name == "1xk":
-                branch[name] = _conv_bn(in_channels, out_channels, (1, k), s, (0, p), g)
+                branch[name] = conv_bn(in_channels, out_channels, (1, k), s, g, relu=False)
             elif name == "kx1":
-                branch[name] = _conv_bn(in_channels, out_channels, (k, 1), s, (p, 0), g)
+                branch[name] = conv_bn(in_channels, out_channels, (k, 1), s, g, relu=False)
             elif name == "1x1_kxk":
                 branch[name] = nn.Sequential(
                     nn.Conv2d(in_channels, in_channels, 1, 1, 0, groups=g, bias=False),
