@@ -22,12 +22,11 @@ trees, whole-model totals) refuse with a one-line error.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from latnas.errors import PredictorFileError
 from latnas.latency_table import LatencyTable
+from latnas.safe_json import loads
 from predictors.base import space_of
 
 EXP_KNOT_SPACING = 2e-4
@@ -37,7 +36,7 @@ def xgb_layer_table(booster, n_layers: int, n_choices: int) -> tuple[np.ndarray,
     table = np.zeros((n_layers, n_choices))
     const = 0.0
     for text in booster.get_dump(dump_format="json"):
-        node = json.loads(text)
+        node = loads(text, "XGBoost tree dump")
         if "leaf" in node:
             const += float(node["leaf"])
             continue

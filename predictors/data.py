@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from latnas.errors import DataError, LatnasError
+from latnas.safe_json import loads
 from latnas.spec import BlockSpec
 
 FBNET_CSV = "fbnet_cifar100_latency.csv"
@@ -182,9 +183,11 @@ def load_block_table(records: Iterable[dict[str, Any]], backend: str | None = No
         spec = r.get("spec") or {}
         if isinstance(spec, str):
             try:
-                spec = json.loads(spec)
-            except ValueError:
-                raise DataError(f"profile record {r.get('key')!r} has a corrupt spec") from None
+                spec = loads(spec, "profile record spec")
+            except DataError:
+                raise DataError(f"profile record {str(r.get('key'))[:80]!r} has a corrupt spec") from None
+        if not isinstance(spec, dict):
+            raise DataError(f"profile record {str(r.get('key'))[:80]!r} has a spec that is not an object")
         try:
             ms = float(r[stat])
         except (KeyError, TypeError, ValueError):
@@ -198,7 +201,12 @@ def load_block_table(records: Iterable[dict[str, Any]], backend: str | None = No
             archs.append(str(spec.get("arch")))
             model_ms.append(ms)
         else:
-            specs.append(BlockSpec.from_dict(spec))
+            try:
+                specs.append(BlockSpec.from_dict(spec))
+            except LatnasError:
+                raise
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"profile record {str(r.get('key'))[:80]!r} has a bad block spec: {str(exc)[:120]}") from None
             block_ms.append(ms)
     if len(spaces) > 1:
         raise DataError(f"whole-model records of several spaces ({sorted(map(str, spaces))}); pick one with --space")
