@@ -172,3 +172,14 @@ def test_one_export_error_class():
     from profilers.runtimes import ExportError as RuntimesExportError
 
     assert RuntimesExportError is ExportError
+
+
+def test_cli_modules_import_only_light_modules_at_top_level():
+    """CLI modules load typer/rich/stdlib/latnas.errors at import; everything heavy inside the commands."""
+    allowed = set(sys.stdlib_module_names) | {"__future__", "typer", "rich", "click"}
+    for path in sorted((ROOT / "latnas" / "cli").glob("*.py")):
+        for node in _top_level_imports(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                ok = name.split(".")[0] in allowed or name == "latnas.errors" or name.startswith("latnas.cli")
+                assert ok, f"{path.name}: top-level import of {name} (import it inside the command)"
