@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from latnas.errors import DataError, LatnasError, PredictorFileError
-from latnas.safe_json import MAX_BYTES, loads
+from latnas.safe_json import loads
 from predictors.base import SavedState, space_of
 
 SCHEMA = "latnas.predictor/2"  # /2: state.json = {"state", "nested"}; predictors own their state
 META = "meta.json"
 STATE = "state.json"
-MAX_META_BYTES = 64 * 1024 * 1024
+MAX_META_BYTES = 16 * 1024 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024  # per listed file; our largest (a 100-tree forest) is a few MB
 N_SANITY_ARCHS = 8
 
 
@@ -243,7 +244,7 @@ def read_files(folder: str | Path, meta: dict[str, Any]) -> dict[str, bytes]:
         path = folder / fname
         if Path(fname).name != fname or fname == META or not path.is_file():
             raise PredictorFileError(f"model {folder} is missing {fname}")
-        data = _read_bounded(path, MAX_BYTES)
+        data = _read_bounded(path, MAX_FILE_BYTES)
         if _sha256(data) != digest:
             raise PredictorFileError(f"model {folder}/{fname} does not match its sha256 in {META} (modified or corrupt)")
         out[fname] = data

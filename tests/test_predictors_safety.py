@@ -218,3 +218,13 @@ def test_wrong_nested_and_param_documents_refused(table, tmp_path):
     (folder / "state.json").write_text(json.dumps(doc))
     _rehash(folder)
     _refused(folder, "nested")
+
+
+def test_cli_refuses_crafted_folder_in_one_line(table, tmp_path, capsys):
+    from latnas.cli.main import main
+
+    folder = save_predictor(OneHotRidge().fit(table.archs, table.columns["a_ms"]), tmp_path / "m")
+    (folder / "latency_table.json").write_text("{}")
+    assert main(["predict", str(folder), "--arch", table.arch_strings[0]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "does not list" in err and "\n" not in err
