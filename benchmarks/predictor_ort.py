@@ -1,8 +1,9 @@
-"""Block-level predictors on our own ONNX Runtime profiles of the FBNet space.
+"""Block-level predictors on our own profiles of the FBNet space (ONNX Runtime by default).
 
 Profiles every unique block of the FBNet space and a set of random whole
-models with the onnxruntime backend (profilers' public API, into a profile
-store), then trains block-level predictors from the store records and tests
+models with one backend (``--backend``, default ``onnxruntime``; any
+available backend, ``torch-cuda`` included), through profilers' public API
+into a profile store, then trains block-level predictors from the store records and tests
 them on held-out whole models:
 
 * block sum alone (LookupTableSum of measured blocks; PerOpRandomForest)
@@ -14,7 +15,8 @@ minimum resists scheduling noise on a shared machine). The held-out models are
 then profiled a second time (test-retest): the profiler's own disagreement with
 itself is the floor a predictor can be compared with.
 
-    .venv/bin/python benchmarks/predictor_ort.py [--quick] [--store PATH]
+    .venv/bin/python benchmarks/predictor_ort.py [--quick] [--store PATH] [--backend NAME]
+    PYTHONPATH=. python benchmarks/predictor_ort.py --quick --backend torch-cuda --models 20
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="40 whole models and the quick protocol")
     ap.add_argument("--store", type=Path, default=None, help="profile store to use/resume (default: a temp file)")
     ap.add_argument("--models", type=int, default=None, help="whole models to profile (default 40 quick / 200)")
+    ap.add_argument("--backend", default="onnxruntime", help="profiler backend to profile with (default onnxruntime)")
     args = ap.parse_args(argv)
+    name = args.backend
 
     import torch
 
@@ -51,10 +55,11 @@ def main(argv=None) -> int:
                            profile_model, profile_models)
     from profilers.protocol import QUICK_CONFIG
 
-    ok, reason = available_backends().get("onnxruntime", (False, "not registered"))
+    ok, reason = available_backends().get(name, (False, "not registered"))
     if not ok:
-        print(f"onnxruntime backend unavailable: {reason}")
+        print(f"{name} backend unavailable: {reason}")
         return 0
+    backend = get_backend(name)
     space = get_space("fbnet")
     n_models = args.models or (40 if args.quick else 200)
     config = QUICK_CONFIG if args.quick else ProtocolConfig()
@@ -65,9 +70,9 @@ def main(argv=None) -> int:
     archs = [space.format_arch(a) for a in space.random_archs(n_models, 2024)]
     t0 = time.time()
     with ProfileStore(args.store) as store:
-        sb = profile_blocks("onnxruntime", space.unique_blocks(), store, config, progress=False)
-        sm = profile_models("onnxruntime", space, archs, store, config, progress=False)
-        records = store.to_records(backend="onnxruntime")
+        sb = profile_blocks(backend, space.unique_blocks(), store, config, progress=False)
+        sm = profile_models(backend, space, archs, store, config, progress=False)
+        records = store.to_records(backend=name)
     t_prof = time.time() - t0
     print(f"profiled {sb.done} blocks (+{sb.skipped} stored), {sm.done} models (+{sm.skipped} stored) in {t_prof:.0f} s")
     noisy = [r for r in records if r["kind"] == "model" and str(r.get("noisy")).lower() in ("1", "true")]
@@ -75,12 +80,11 @@ def main(argv=None) -> int:
     # test-retest: the second half of the models (the held-out half below) measured once more
     perm_all = np.random.default_rng(0).permutation(len(archs))
     retest_archs = [archs[i] for i in perm_all[len(archs) // 2:]]
-    backend = get_backend("onnxruntime")
     t_rt = time.time()
     retest = {a: profile_model(backend, space, a, config).stats for a in retest_archs}
     print(f"re-profiled {len(retest)} held-out models in {time.time() - t_rt:.0f} s (test-retest)")
     for stat in ("median_ms", "min_ms"):
-        data = load_block_table(records, backend="onnxruntime", space="fbnet", stat=stat)
+        data = load_block_table(records, backend=name, space="fbnet", stat=stat)
         a = np.array([space.parse_arch(s) for s in data.model_archs], dtype=np.int64)
         y = data.model_ms
         perm = np.random.default_rng(0).permutation(len(y))
@@ -104,12 +108,12 @@ def main(argv=None) -> int:
             second = np.array([getattr(retest[a_], stat) for a_ in te_archs])
             rows.append(("profiler test-retest (second measurement vs first)", latency_metrics(y[te], second)))
 
-        print(f"\n## ONNX Runtime (CPU, 1 thread), FBNet space, statistic {stat}: test on {len(te)} held-out "
+        print(f"\n## {name} ({backend.description}), FBNet space, statistic {stat}: test on {len(te)} held-out "
               f"whole models, corrections fit on {len(tr)}\n")
         print("| predictor | within ±5% | within ±10% | MAPE | Spearman | Kendall |")
         print("|---|---|---|---|---|---|")
-        for name, m in rows:
-            print(f"| {name} | {m['within_5pct']:.3f} | {m['within_10pct']:.3f} | {m['mape']:.3f} | {m['spearman']:.3f} | {m['kendall']:.3f} |")
+        for label, m in rows:
+            print(f"| {label} | {m['within_5pct']:.3f} | {m['within_10pct']:.3f} | {m['mape']:.3f} | {m['spearman']:.3f} | {m['kendall']:.3f} |")
         best = max(rows[:6], key=lambda r: r[1]["within_10pct"])
         flops_row = next(r for r in rows if r[0].startswith("FLOPs"))
         print(f"\nheadline ({stat}): best block-level ({best[0]}) within ±10% = {best[1]['within_10pct']:.3f} "
