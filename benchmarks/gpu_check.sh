@@ -39,7 +39,7 @@ step() {  # step NAME SECONDS COMMAND...
     [ "$rc" -eq 0 ] || failed+=("$name($rc)")
 }
 
-step env 30 "$PY" - <<'PYEOF'
+step env 45 "$PY" - <<'PYEOF'
 import importlib.util, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 if torch.cuda.is_available():
@@ -49,12 +49,13 @@ if torch.cuda.is_available():
 for lib in ("pynvml", "tensorrt", "onnxruntime", "executorch"):
     print(lib, "yes" if importlib.util.find_spec(lib) else "no")
 PYEOF
-HAS_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+HAS_GPU=0
+grep -q "available True" "$OUT/env.log" && HAS_GPU=1
 
-step gpu_tests 100 "$PY" -m pytest tests/test_profilers_gpu.py -q -p no:cacheprovider -rs
+step gpu_tests 90 "$PY" -m pytest tests/test_profilers_gpu.py -q -p no:cacheprovider -rs
 step stability_torch_cuda 80 "$PY" benchmarks/profiler_stability.py --quick --backends torch-cuda --cuda-modes graph,eager
 step fusion_torch_cuda 50 "$PY" benchmarks/fusion.py --quick --backend torch-cuda
-step predictor_torch_cuda 90 "$PY" benchmarks/predictor_ort.py --quick --backend torch-cuda --models 20
+step predictor_torch_cuda 90 "$PY" benchmarks/predictor_ort.py --quick --backend torch-cuda --models 16
 
 echo
 echo "=== gpu_check done in $(( $(date +%s) - t_start ))s; logs in $OUT"
