@@ -228,6 +228,8 @@ def test_prepare_is_not_the_remote_path(agent):
         (json.dumps({"specs": [dict(SPECS[0].to_dict(), cin=100000)]}).encode(), "limit"),
         (json.dumps({"specs": [{"op": "conv", "cin": 8192, "cout": 8192, "h": 1, "w": 1}]}).encode(), "weights exceed"),
         (json.dumps({"specs": [SPECS[0].to_dict()], "models": []}).encode(), "exactly one"),
+        (b'{"specs": [' + json.dumps(SPECS[0].to_dict()).encode() + b'], "options": {"opset": Infinity}}', "finite"),
+        (b'{"specs": [{"op": "conv", "cin": 1' + b"0" * 5000 + b', "cout": 8, "h": 8, "w": 8}]}', "not valid JSON"),
     ],
 )
 def test_bad_requests_get_400_with_one_line_message(agent, body, needle):

@@ -111,6 +111,8 @@ def parse_options(data: Any) -> dict[str, Any]:
             raise DataError(f"bad backend option name {name!r}")
         if not isinstance(value, (str, int, float, bool)) or (isinstance(value, str) and len(value) > 256):
             raise DataError(f"backend option {name!r} must be a string, number or boolean")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DataError(f"backend option {name!r} must be finite")
     return dict(data)
 
 
