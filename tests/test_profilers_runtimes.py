@@ -134,3 +134,37 @@ def test_executorch_backend_caches_and_amortises(tmp_path, monkeypatch):
     single = ExecuTorchBackend(amortize=False)
     single.measure(fn, QUICK_CONFIG)
     assert single.measurement_meta() == {"calls_per_sample": 1}
+
+
+def test_runner_stores_precision_layout_and_measurement_meta(tmp_path):
+    """A backend's precision, layout and measurement_meta() travel with its measurements into the store."""
+    from profilers.base import Backend
+    from profilers.runner import profile_blocks
+    from profilers.store import ProfileStore
+
+    class Fake(Backend):
+        name = "fake-gpu"
+        precision = "bf16"
+        layout = "channels_last"
+
+        def __init__(self):
+            self.calls = 0
+
+        def prepare(self, module, example, config):
+            return lambda: 0.5
+
+        def measure(self, fn, config):
+            self.calls += 1
+            return measure(fn, config, self_timed=True)
+
+        def measurement_meta(self):
+            return {"mode_used": "graph", "replays": 7, "call": self.calls}
+
+    backend = Fake()
+    with ProfileStore(tmp_path / "s.db") as store:
+        summary = profile_blocks(backend, [SPEC], store, QUICK_CONFIG, progress=False)
+        assert summary.done == 1
+        (m,) = store.query(backend="fake-gpu")
+        assert (m.precision, m.layout) == ("bf16", "channels_last")
+        assert m.meta == {"mode_used": "graph", "replays": 7, "call": 1} and m.stats.median_ms == 0.5
+        assert store.get(SPEC.key, "fake-gpu", batch=SPEC.batch, precision="bf16", layout="channels_last") == m
