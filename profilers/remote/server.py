@@ -112,6 +112,7 @@ class AgentServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # listen backlog: excess connections are accepted and refused, not left to SYN retries
 
     def __init__(self, address: tuple[str, int], token: str, default_backend: str, limits: AgentLimits):
         if not token or len(token) < MIN_TOKEN_CHARS:
@@ -162,7 +163,7 @@ def _refuse_busy(sock: socket.socket, cap: int) -> None:
         f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
     ).encode()
     try:
-        sock.settimeout(0.05)
+        sock.settimeout(0.02)
         try:  # read what the client already sent, so closing does not reset the connection under our reply
             sock.recv(65536)
         except OSError:
