@@ -57,7 +57,7 @@ class AgentLimits:
 DEFAULT_AGENT_OPTIONS: dict[str, frozenset[str]] = {
     "torch-cuda": frozenset({"device", "precision", "cudnn_benchmark", "mode", "channels_last"}),
     "tensorrt": frozenset({"precision", "workspace_mb", "optimization_level", "opset", "exporter", "device"}),
-    "executorch": frozenset(),
+    "executorch": frozenset({"cache", "amortize"}),
 }
 
 
