@@ -36,7 +36,8 @@ def tensorrt_available() -> tuple[bool, str]:
     """(available, reason): TensorRT importable and a CUDA GPU present."""
     from profilers.runtimes.tensorrt import tensorrt_availability
 
-    return tensorrt_availability()
+    ok, reason = tensorrt_availability()
+    return (True, "") if ok else (False, f"TensorRT export unavailable: {reason}")
 
 
 def profile_config(options) -> dict[str, Any]:
