@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from latnas.errors import DataError, PredictorFileError
 from predictors.base import as_list, state_float, state_vector
 from predictors.features import layer_cost_tables
-from predictors.linear import ridge_loo
+from predictors.linear import relative_scale, ridge_loo
 from predictors.models import DEFAULT_ALPHAS, ArchPredictor, OneHotRidge, _y
 
 STAGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
@@ -68,7 +68,7 @@ class TransferPredictor(ArchPredictor):
         self.alphas = alphas
 
     def _weights(self, y: np.ndarray):
-        return 1.0 / y**2 if self.relative else None
+        return 1.0 / relative_scale(y) ** 2 if self.relative else None
 
     def _source_tables(self) -> list[np.ndarray]:
         """Per-(layer, choice) additive terms of every source column (ms; MFLOPs for the FLOPs column)."""
@@ -114,7 +114,7 @@ class TransferPredictor(ArchPredictor):
         archs, y = self._archs(X), _y(y)
         s = self._sources(archs)
         design = np.column_stack([s, np.ones(len(y)), -np.ones(len(y))])
-        w, _ = nnls(design / y[:, None], np.ones(len(y)))  # rows weighted by 1/y: relative error
+        w, _ = nnls(design / relative_scale(y)[:, None], np.ones(len(y)))  # rows weighted by 1/y: relative error
         self.source_names_ = list(self.source_models or {}) + (["total_mflops"] if self.use_flops else [])
         self.weights_ = w[: s.shape[1]].astype(np.float64)
         self.intercept_ = float(w[-2] - w[-1])
@@ -124,11 +124,11 @@ class TransferPredictor(ArchPredictor):
         if self.stage_features and len(y) >= 3:
             f = self._stage_design(archs)
             scale = np.where(f.std(axis=0) > 1e-12, f.std(axis=0), 1.0)
-            fit = ridge_loo(f / scale, y, y, False, STAGE_ALPHAS, offset=base, weights=self._weights(y))
+            fit = ridge_loo(f / scale, y, relative_scale(y), False, STAGE_ALPHAS, offset=base, weights=self._weights(y))
             self.stage_coef_, self.stage_intercept_ = fit.coef / scale, float(fit.intercept)
             base = base + f @ self.stage_coef_ + self.stage_intercept_
         if self.residual and len(y) >= 3:
-            fit = ridge_loo(self._onehot(archs), y, y, False, self.alphas, offset=base, weights=self._weights(y))
+            fit = ridge_loo(self._onehot(archs), y, relative_scale(y), False, self.alphas, offset=base, weights=self._weights(y))
             self.resid_coef_, self.resid_intercept_ = fit.coef.astype(np.float64), float(fit.intercept)
         else:
             self.resid_coef_ = np.zeros(self._space().n_layers * self._space().n_choices)
