@@ -162,3 +162,88 @@ def test_option_pass_through_keeps_strings_and_validates():
         "epochs": "2", "tau": "1.5", "hard": "true", "name": "abc"}
     with pytest.raises(DataError, match="KEY=VALUE"):
         parse_options(["epochs"])
+
+
+# ------------------------------------------------------------ scorers and result.json
+def _fbnet_cli(table_json, tmp_path, *extra, budget_slack=1.5):
+    path, table = table_json
+    budget = round(table.min_arch()[1] * budget_slack, 3)
+    out = tmp_path / "run"
+    argv = ["search", "--space", "fbnet", "--predictor", str(path), "--budget", f"{budget}ms", "-o", str(out),
+            "--evals", "8", "--quiet", *extra]
+    return out, argv
+
+
+def test_cli_score_picks_a_registered_scorer_without_loading_data(table_json, tmp_path, capsys, monkeypatch):
+    import latnas.search.data as data_mod
+    from latnas.search.scorers import ScorerConfig, make_scorer
+
+    def no_data(*a, **k):
+        raise AssertionError("a data-free scorer must not load images")
+
+    monkeypatch.setattr(data_mod, "load_data", no_data)
+    out, argv = _fbnet_cli(table_json, tmp_path, "--score", "params", budget_slack=50)
+    assert main(argv) == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["score"]["name"] == "params" and result["data"] is None and result["evals"] >= 1
+    space = get_space("fbnet")
+    params = make_scorer("params", ScorerConfig(space=space))
+    rows = _rows(out / "front.csv")
+    archs = [space.parse_arch(r["arch"]) for r in rows]
+    np.testing.assert_allclose([float(r["score"]) for r in rows], params(archs), rtol=1e-5)
+
+
+def test_cli_score_table_missing_arch_is_a_one_line_error(table_json, tmp_path, capsys):
+    space = get_space("fbnet")
+    csv_path = tmp_path / "acc.csv"
+    archs = space.random_archs(3, rng=0)
+    csv_path.write_text("arch,acc\n" + "".join(f"{space.format_arch(a)},{50 + i}\n" for i, a in enumerate(archs)))
+    out, argv = _fbnet_cli(table_json, tmp_path, "--score-table", str(csv_path), "--score-column", "acc", budget_slack=50)
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert "score table" in err and "arch" in err
+    assert not (out / "result.json").exists()  # nothing reported as if it had scored zero
+
+
+def test_cli_score_flag_combinations_are_checked(table_json, tmp_path, capsys):
+    cases = [
+        (["--score-table", "x.csv"], "--score-column"),
+        (["--score", "table"], "--score-table"),
+        (["--score-table", "x.csv", "--score-column", "a", "--score", "rwe"], "implies --score table"),
+        (["--score", "bogus"], "unknown scorer 'bogus'"),
+        (["--option", "bogus=1"], "nsga2 has no option 'bogus' (known: pop_size, max_gen)"),
+        (["--algo", "dnas", "--pop-size", "4"], "dnas has no option 'pop_size'"),
+        (["--algo", "random", "--resume"], "random cannot resume"),
+        (["--evals", "0"], "--evals must be"),
+    ]
+    for extra, needle in cases:
+        out, argv = _fbnet_cli(table_json, tmp_path, *extra)
+        rc = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and needle in err and len(err.splitlines()) == 1, (extra, err)
+
+
+def test_result_json_names_chosen_arch_and_benchmark_string(table_json, tmp_path, capsys, monkeypatch):
+    space_cls = type(get_space("fbnet"))
+    monkeypatch.setattr(space_cls, "arch_str", lambda self, arch: "bench:" + "".join(map(str, arch)), raising=False)
+    out, argv = _fbnet_cli(table_json, tmp_path, "--score", "params", "--algo", "random", budget_slack=50)
+    assert main(argv) == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    chosen = result["chosen"]
+    assert chosen == result["front"][0]["arch"]
+    assert result["chosen_arch_str"] == "bench:" + "".join(map(str, get_space("fbnet").parse_arch(chosen)))
+    assert f"chosen arch: {chosen} (bench:" in capsys.readouterr().out
+
+
+def test_demo_summary_reads_what_the_search_writes(table_json, tmp_path, capsys):
+    from latnas.cli.demo_cmd import search_summary
+
+    assert search_summary(tmp_path / "missing.json") is None
+    out, argv = _fbnet_cli(table_json, tmp_path, "--score", "params", budget_slack=50)
+    assert main(argv) == 0, capsys.readouterr().err
+    summary = search_summary(out / "result.json")
+    result = json.loads((out / "result.json").read_text())
+    assert summary["chosen"] == result["chosen"] is not None
+    assert summary["algo"] == "nsga2" and summary["evals"] == result["evals"] >= 1
+    assert summary["budget"]["unit"] == "ms" and summary["front_top"] == result["front"][:3]

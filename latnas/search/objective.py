@@ -78,14 +78,15 @@ def check_table(table: LatencyTable, space: SearchSpace, backend: str | None = N
             )
 
 
-def flops_budget_from_samples(space: SearchSpace, archs, measured_ms, budget_ms: float) -> float:
+def flops_budget_from_samples(space: SearchSpace, archs, measured_ms, budget_ms: float,
+                              flops: LatencyTable | None = None) -> float:
     """The MFLOPs budget equivalent to ``budget_ms`` on the device the ``k`` samples were measured on.
 
     Fits ``ms = a * MFLOPs + b`` by least squares on the same measured archs a
     predictor would be trained on, and inverts it at ``budget_ms``, so the FLOPs
     proxy gets the information a predictor gets (no more). Refused (one line)
     with fewer than two samples, a non-increasing fit, or a budget the fit puts
-    at or below zero MFLOPs.
+    at or below zero MFLOPs. ``flops`` is ``flops_table(space)`` when already at hand.
     """
     archs = np.atleast_2d(np.asarray(archs, dtype=np.int64))
     y = np.asarray(measured_ms, dtype=np.float64).reshape(-1)
@@ -93,7 +94,7 @@ def flops_budget_from_samples(space: SearchSpace, archs, measured_ms, budget_ms:
         raise DataError(f"need at least two measured archs (with one latency each), got {len(archs)} archs / {len(y)} latencies")
     if not np.isfinite(y).all() or not np.isfinite(budget_ms) or budget_ms <= 0:
         raise DataError("measured latencies and the budget must be finite (and the budget positive)")
-    mflops = flops_table(space).predict(archs)
+    mflops = (flops if flops is not None else flops_table(space)).predict(archs)
     if np.ptp(mflops) <= 0:
         raise DataError("the sampled archs all have the same FLOPs; cannot fit ms against MFLOPs")
     a, b = np.polyfit(mflops, y, 1)

@@ -1,8 +1,9 @@
 """Uniform random search (algo ``"random"``): the baseline every search should beat.
 
-Draws distinct archs uniformly from the space's allowed choices, keeps those
-within the budget, and scores them in batches until the evaluation count is
-spent (or the space runs out). The result is the Pareto front of what was
+Draws archs uniformly from the space's allowed choices (vectorised, in
+chunks), keeps the distinct ones within the budget (rejection sampling), and
+scores them in batches until the evaluation count is spent, the space runs
+out or ``max_draws`` archs were drawn. The result is the Pareto front of what was
 scored. Archs over budget cost no evaluation, as in every algorithm.
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ import numpy as np
 
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.evolution import result_from
-from latnas.search.problem import uniform_archs
 
 
 @register_algorithm("random")
@@ -30,22 +30,37 @@ class RandomSearch(Algorithm):
         t0 = time.perf_counter()
         evaluator, _ = self.evaluator()
         rng = np.random.default_rng(self.seed)
-        mask = evaluator.space.allowed_mask()
+        allowed = [np.flatnonzero(row) for row in evaluator.space.allowed_mask()]
         seen: set = set()
         draws = 0
         history = []
         while not evaluator.exhausted and draws < self.options.max_draws:
-            want = min(max(1, self.options.batch_size), evaluator.remaining)
-            batch = uniform_archs(mask, want, rng, exclude=seen)
-            if not batch:
-                break  # the whole space was drawn
-            draws += len(batch)
-            seen.update(batch)
-            archs = np.asarray(batch, dtype=np.int64)
-            yield from score_with(evaluator, archs[evaluator.feasible(evaluator.latency(archs))])
+            chunk = min(1024, self.options.max_draws - draws)
+            drawn = np.stack([rng.choice(a, size=chunk) for a in allowed], axis=1)
+            draws += chunk
+            ok = evaluator.feasible(evaluator.latency(drawn))
+            batch: list = []
+            for row in drawn[ok]:
+                key = tuple(int(v) for v in row)
+                if key not in seen:
+                    seen.add(key)
+                    batch.append(key)
+            want = max(1, self.options.batch_size)
+            while batch and not evaluator.exhausted:
+                take, batch = batch[: min(want, evaluator.remaining)], batch[min(want, evaluator.remaining):]
+                yield from score_with(evaluator, np.asarray(take, dtype=np.int64))
             arch, score = evaluator.best()
             history.append({"phase": "random", "draws": draws, "evals": evaluator.n_evals,
                             "best_score": None if arch is None else float(score)})
             if self.progress is not None:
                 self.progress(evaluator.n_evals, evaluator.max_evals, f"random: {draws} drawn")
+            if len(seen) >= _space_size(allowed):
+                break  # every arch was drawn
         return result_from(self.name, evaluator, history, t0, {"draws": draws})
+
+
+def _space_size(allowed: list[np.ndarray]) -> int:
+    size = 1
+    for a in allowed:
+        size *= len(a)
+    return size
