@@ -9,7 +9,9 @@ Q1  With k latency samples from my new device, how well does the predictor
     all rows of the other devices, the target contributes k random rows).
     ``family-out`` drops the target's own GPU at other batch sizes from the
     sources (a harder, fairer check). FLOPs: ranks from raw FLOPs, ±x% from a
-    FLOPs-linear fit on the same k rows.
+    FLOPs-linear fit on the same k rows. ``ceiling``: the same additive model
+    family fit on 12,000 rows of the target itself and tested on the rest
+    (what no few-shot method of this family can beat).
 Q2  Under my latency budget, does the searched arch meet it, and how much
     accuracy do I give up against the best arch that meets it (the oracle,
     by exhaustive lookup)?  See ``benchmarks/nb201_search.py``.
@@ -42,6 +44,7 @@ from latnas.spaces import get_space  # noqa: E402
 from predictors.data import load_arch_table  # noqa: E402
 from predictors.features import arch_totals  # noqa: E402
 from predictors.metrics import flops_baseline, latency_metrics  # noqa: E402
+from predictors.models import OneHotRidge  # noqa: E402
 from predictors.transfer import TransferPredictor, fit_source_models  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_accuracy_latency.csv"
@@ -73,9 +76,14 @@ def q1(space, table, devices, ks=(10, 20, 100), seeds=range(5), log=print) -> li
     flops = arch_totals(space, table.archs)[:, 0]
     n = len(table)
     rows = []
-    log(f"{'device':18s} {'k':>4s}  {'transfer sp/±10/±5':>22s}  {'family-out sp/±10/±5':>22s}  {'FLOPs sp/±10/±5':>22s}")
+    log(f"{'device':18s} {'k':>4s}  {'transfer sp/±10/±5':>22s}  {'family-out sp/±10/±5':>22s}  {'FLOPs sp/±10/±5':>22s}"
+        f"  {'ceiling sp/±10/±5':>22s}")
+    split = np.random.default_rng(12345).permutation(n)
     for dev in devices:
         y = table.column(dev)
+        # additive ceiling: the same one-hot model family fit on 12,000 rows of the target itself
+        ceil_model = OneHotRidge(space=space.name, target="linear").fit(table.archs[split[:12000]], y[split[:12000]])
+        ceiling = _mean([latency_metrics(y[split[12000:]], ceil_model.predict(table.archs[split[12000:]]))])
         src = {c: m for c, m in sources.items() if c != dev}
         fam = {c: m for c, m in src.items() if family(c) != family(dev)}
         for k in ks:
@@ -87,12 +95,13 @@ def q1(space, table, devices, ks=(10, 20, 100), seeds=range(5), log=print) -> li
                 acc["family_out"].append(latency_metrics(y[te], TransferPredictor(space="nb201", source_models=fam).fit(table.archs[tr], y[tr]).predict(table.archs[te])))
                 acc["flops"].append(flops_baseline(flops[tr], y[tr], flops[te], y[te]))
             mean = {name: _mean(ms) for name, ms in acc.items()}
+            mean["ceiling"] = ceiling
             rows.append({"device": dev, "k": k, **mean})
-            log(f"{dev:18s} {k:4d}  " + "  ".join(f"{'/'.join(f'{mean[name][key]:.3f}' for key in KEYS):>22s}" for name in acc))
+            log(f"{dev:18s} {k:4d}  " + "  ".join(f"{'/'.join(f'{mean[name][key]:.3f}' for key in KEYS):>22s}" for name in mean))
     for k in ks:
         sel = [r for r in rows if r["k"] == k]
         log(f"{'MEAN':18s} {k:4d}  " + "  ".join(
-            f"{'/'.join(f'{np.mean([r[name][key] for r in sel]):.3f}' for key in KEYS):>22s}" for name in ("transfer", "family_out", "flops")))
+            f"{'/'.join(f'{np.mean([r[name][key] for r in sel]):.3f}' for key in KEYS):>22s}" for name in ("transfer", "family_out", "flops", "ceiling")))
     log(f"q1: {len(devices)} devices x {len(ks)} k x {len(list(seeds))} seeds in {time.perf_counter() - t0:.0f} s")
     return rows
 
