@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latnas.latency_table import LatencyTable, flops_table  # noqa: E402
-from latnas.search import ALGORITHMS, SearchContext  # noqa: E402
+from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, flops_budget_from_samples, minimize  # noqa: E402
+from latnas.search.budget import unit_kind  # noqa: E402
 from latnas.search.data import load_data  # noqa: E402
 from latnas.search.rwe import RWEConfig, RWEScorer, rank_correlation_study  # noqa: E402
 from latnas.spaces import get_space  # noqa: E402
@@ -153,13 +154,13 @@ def measure(space, archs: list[str], cache: dict[str, float], backend_name: str 
 
 # ------------------------------------------------------------------ search
 def search(space, table, budget, evals, seed, scorer, algo="nsga2", pop_size=None):
-    opts = {"scorer": scorer}
-    if pop_size:
-        opts["pop_size"] = pop_size
-    ctx = SearchContext(space=space, latency=table, budget=budget, evals=evals, seed=seed, options=opts, data=scorer.data)
+    """One search (problem + algorithm + termination); returns the result, wall time and new RWE scorings."""
+    opts = {"pop_size": pop_size} if pop_size else {}
+    problem = SearchProblem(space, table, scorer, budget=Budget(budget, unit_kind(table.unit)), data=scorer.data,
+                            scorer_key=f"rwe:seed={seed}")
     t0 = time.perf_counter()
     calls0 = len(scorer.cache)
-    res = ALGORITHMS.get(algo)(ctx)
+    res = minimize(problem, ALGORITHMS.get(algo)(opts, seed=seed), Termination(evals))
     return res, time.perf_counter() - t0, len(scorer.cache) - calls0
 
 
@@ -211,7 +212,6 @@ def main() -> None:
         report["table"] = tstats
         log(f"  held-out whole-model error: MAPE {tstats['heldout_mape']:.1%}, p90 {tstats['heldout_p90']:.1%}; "
             f"FLOPs linear fit MAPE {tstats['flops_fit_heldout_mape']:.1%}")
-        fa, fb = tstats["flops_to_ms"]
         flops = flops_table(space)
         rand = np.asarray(space.random_archs(2000, rng=7))
         budgets = [float(np.quantile(lat.predict(rand), p)) for p in (0.15, 0.35, 0.6)]
@@ -222,7 +222,8 @@ def main() -> None:
         rows = []
         fronts = {}
         for budget in budgets:
-            flops_budget = (budget - fb) / fa
+            # the proxy gets the same information a predictor gets: a FLOPs->ms fit on the same measured models
+            flops_budget = flops_budget_from_samples(space, cal_archs, cal_ms, budget, flops=flops)
             margin = min(0.2, tstats["heldout_p90"])
             plans = [("flops-proxy", lambda: (flops, flops_budget)), ("latency-table", lambda: (lat, budget)),
                      (f"latency-table, margin {margin:.0%}", lambda: (lat, budget * (1 - margin))),
