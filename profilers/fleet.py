@@ -9,8 +9,9 @@ a device and runs a local backend. :func:`profile_fleet`
    blocks of that table not yet stored fan out over them;
 3. keeps **at most one block in flight per device** (two measurements on one
    device at once corrupt each other's timings). On Ray each device is also a
-   custom resource ``device:<name>`` of capacity 1 that every measurement
-   holds, so even two drivers on one cluster never share a device;
+   custom resource ``device:<name>`` of capacity 1, held by the device's actor
+   (one per device, one call at a time) for the whole run, so even two
+   drivers on one cluster never share a device;
 4. writes every result from the driver, one commit per block, through
    :class:`profilers.store.ProfileStore` (its durability and resume
    guarantees stay as they are: workers never touch SQLite);
@@ -19,7 +20,7 @@ a device and runs a local backend. :func:`profile_fleet`
    device that fails ``max_strikes`` times in a row is retired. Whatever is
    left is profiled by the next run (resume).
 
-``dispatch="ray"`` runs measurements as Ray tasks (``RAY_ADDRESS`` or
+``dispatch="ray"`` runs measurements on Ray actors (``RAY_ADDRESS`` or
 ``address`` joins a cluster; otherwise a local Ray starts with one
 ``device:<name>`` resource per device). ``dispatch="threads"`` reaches remote
 agents directly from driver threads, without Ray.
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DISPATCHES = ("ray", "threads")
+RECOVER_TIMEOUT_S = 120.0  # how long a device's restarted Ray worker may take to answer again
 
 
 # ------------------------------------------------------------------ devices
@@ -187,6 +189,12 @@ class _Threads:
     def lost(self, exc: BaseException) -> bool:
         return isinstance(exc, BackendUnavailable)
 
+    def recover(self, device: FleetDevice) -> cf.Future:
+        """A device reached directly is retried at once (its strikes bound the retries)."""
+        done: cf.Future = cf.Future()
+        done.set_result(True)
+        return done
+
     def unwrap(self, exc: BaseException) -> BaseException:
         return exc
 
@@ -194,10 +202,33 @@ class _Threads:
         self.pool.shutdown(wait=True)
 
 
-class _Ray:
-    """Measurements as Ray tasks, each holding its device's resource (capacity 1)."""
+class _DeviceActor:
+    """One per device on Ray: holds the device's resource for its lifetime, one call at a time."""
 
-    def __init__(self, devices: Sequence[FleetDevice], address: str | None):
+    def __init__(self, device: FleetDevice):
+        self.device = device
+
+    def probe(self, threads: int) -> dict[str, Any]:
+        return probe_device(self.device, threads)
+
+    def ping(self) -> bool:
+        return True
+
+    def measure(self, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> Measurement:
+        return measure_on_device(self.device, spec, config, fp)
+
+
+class _Ray:
+    """A Ray actor per device, each holding the device's resource (capacity 1) while the run lasts.
+
+    A long-lived actor (rather than one task per block) keeps its worker
+    process, backend and agent connection; since it holds ``device:<name>``,
+    no other task or driver can measure on that device meanwhile. An actor
+    whose process dies is restarted by Ray (the call in flight fails and its
+    block is re-queued by the scheduler).
+    """
+
+    def __init__(self, devices: Sequence[FleetDevice], address: str | None, max_restarts: int = 3):
         from latnas.executors.ray_executor import ensure_ray, import_ray
 
         self.ray = ray = import_ray()
@@ -205,23 +236,44 @@ class _Ray:
         have = ray.cluster_resources()
         for d in devices:
             if d.ray_resource not in have:
+                if self.started:
+                    ray.shutdown()
                 raise BackendUnavailable(
                     f"device {d.name}: the Ray cluster has no resource {d.ray_resource!r} "
                     f"(start the node that reaches it with: ray start --resources='{{\"{d.ray_resource}\": 1}}')")
             if have[d.ray_resource] != 1:
                 logger.warning("resource %s has capacity %s, not 1: measurements may share the device",
                                d.ray_resource, have[d.ray_resource])
-        self._probe = ray.remote(max_retries=0)(probe_device)
-        self._measure = ray.remote(max_retries=0)(measure_on_device)
-
-    def _opts(self, d: FleetDevice) -> dict[str, Any]:
-        return {"resources": {d.ray_resource: 1.0}, "num_cpus": d.num_cpus}
+        self._waiters = cf.ThreadPoolExecutor(max_workers=max(1, len(devices)), thread_name_prefix="latnas-fleet-recover")
+        cls = ray.remote(_DeviceActor)
+        self.actors = {
+            d.name: cls.options(resources={d.ray_resource: 1.0}, num_cpus=d.num_cpus, max_concurrency=1,
+                                max_restarts=max_restarts, max_task_retries=0).remote(d)
+            for d in devices
+        }
 
     def probe(self, device: FleetDevice, threads: int) -> cf.Future:
-        return self._probe.options(**self._opts(device)).remote(device, threads).future()
+        return self.actors[device.name].probe.remote(threads).future()
 
     def measure(self, device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
-        return self._measure.options(**self._opts(device)).remote(device, spec, config, fp).future()
+        return self.actors[device.name].measure.remote(spec, config, fp).future()
+
+    def recover(self, device: FleetDevice, timeout_s: float = RECOVER_TIMEOUT_S) -> cf.Future:
+        """Resolves once the device's actor answers again (Ray restarts a dead one); fails if it is gone for good."""
+        return self._waiters.submit(self._wait_alive, device.name, timeout_s)
+
+    def _wait_alive(self, name: str, timeout_s: float) -> bool:
+        errors = self.ray.exceptions
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return bool(self.ray.get(self.actors[name].ping.remote(), timeout=max(1.0, deadline - time.monotonic())))
+            except errors.ActorDiedError:
+                raise
+            except (errors.ActorUnavailableError, errors.GetTimeoutError):
+                if time.monotonic() >= deadline:
+                    raise BackendUnavailable(f"device {name}: its worker did not come back within {timeout_s:.0f} s") from None
+                time.sleep(0.5)
 
     def unwrap(self, exc: BaseException) -> BaseException:
         cause = getattr(exc, "cause", None)
@@ -234,6 +286,9 @@ class _Ray:
         return isinstance(exc, self.ray.exceptions.RayError) and not isinstance(exc, self.ray.exceptions.RayTaskError)
 
     def close(self) -> None:
+        self._waiters.shutdown(wait=False, cancel_futures=True)
+        for actor in self.actors.values():
+            self.ray.kill(actor)
         if self.started and self.ray.is_initialized():
             self.ray.shutdown()
 
@@ -291,6 +346,64 @@ def _unique(specs: Iterable[BlockSpec]) -> list[tuple[str, int, dict[str, Any]]]
     return [(k, b, d) for (k, b), d in seen.items()]
 
 
+class Fleet:
+    """The devices of a lab, connected once (Ray actors or driver threads) for one or more runs.
+
+    ``with Fleet(devices, dispatch="ray") as fleet: fleet.profile(specs, store, config)``.
+    Reusing a fleet across runs (blocks, then models of another table) keeps
+    the device workers and their connections; :func:`profile_fleet` is the
+    one-run shortcut. ``max_strikes``: consecutive losses after which a device
+    is retired for the rest of the run.
+    """
+
+    def __init__(self, devices: Sequence[FleetDevice], dispatch: str = "ray", address: str | None = None, max_strikes: int = 3):
+        check_devices(devices)
+        if dispatch not in DISPATCHES:
+            raise DataError(f"unknown fleet dispatch {dispatch!r} (known: {', '.join(DISPATCHES)})")
+        if max_strikes < 1:
+            raise DataError("max_strikes must be >= 1")
+        self.devices = list(devices)
+        self.dispatch = dispatch
+        self.max_strikes = int(max_strikes)
+        self.runner = _Ray(self.devices, address, max_restarts=max_strikes) if dispatch == "ray" else _Threads(self.devices)
+
+    def profile(
+        self,
+        specs: Iterable[BlockSpec],
+        store,
+        config: ProtocolConfig = ProtocolConfig(),
+        retries: int = 2,
+        progress: bool = True,
+        on_result: Callable[[str, Measurement], None] | None = None,
+    ) -> FleetSummary:
+        """Profile the blocks of ``specs`` missing from ``store`` on every fingerprint group.
+
+        ``retries``: times a block lost with its worker/device is re-queued.
+        ``on_result(device, measurement)`` is called on the driver after each commit.
+        """
+        from profilers.protocol import check_config
+
+        check_config(config)
+        if retries < 0:
+            raise DataError("retries must be >= 0")
+        items = _unique(specs)
+        start = time.perf_counter()
+        summary = FleetSummary()
+        groups = _probe_all(self.runner, self.devices, store, config, items, summary)
+        _schedule(self.runner, groups, store, config, retries, self.max_strikes, progress, on_result, summary)
+        summary.wall_s = time.perf_counter() - start
+        return summary
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def profile_fleet(
     devices: Sequence[FleetDevice],
     specs: Iterable[BlockSpec],
@@ -303,29 +416,9 @@ def profile_fleet(
     progress: bool = True,
     on_result: Callable[[str, Measurement], None] | None = None,
 ) -> FleetSummary:
-    """Profile the blocks of ``specs`` missing from ``store`` on every fingerprint group of ``devices``.
-
-    ``retries``: times a block lost with its worker/device is re-queued.
-    ``max_strikes``: consecutive losses after which a device is retired.
-    ``on_result(device, measurement)`` is called on the driver after each commit.
-    """
-    from profilers.protocol import check_config
-
-    check_config(config)
-    check_devices(devices)
-    if dispatch not in DISPATCHES:
-        raise DataError(f"unknown fleet dispatch {dispatch!r} (known: {', '.join(DISPATCHES)})")
-    items = _unique(specs)
-    start = time.perf_counter()
-    runner = _Ray(devices, address) if dispatch == "ray" else _Threads(devices)
-    summary = FleetSummary()
-    try:
-        groups = _probe_all(runner, devices, store, config, items, summary)
-        _schedule(runner, groups, store, config, retries, max_strikes, progress, on_result, summary)
-    finally:
-        runner.close()
-    summary.wall_s = time.perf_counter() - start
-    return summary
+    """One run of :class:`Fleet`: connect, :meth:`Fleet.profile`, disconnect."""
+    with Fleet(devices, dispatch, address, max_strikes) as fleet:
+        return fleet.profile(specs, store, config, retries, progress, on_result)
 
 
 def _probe_all(runner, devices, store, config, items, summary: FleetSummary) -> list[_Group]:
@@ -363,7 +456,7 @@ def _one_line(exc: BaseException) -> str:
 def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_result, summary: FleetSummary) -> None:
     attempts: dict[tuple[str, str, int], int] = {}
     strikes: dict[str, int] = {}
-    in_flight: dict[cf.Future, tuple[_Group, FleetDevice, tuple[str, int, dict[str, Any]]]] = {}
+    in_flight: dict[cf.Future, tuple[_Group, FleetDevice, tuple[str, int, dict[str, Any]] | None]] = {}
     idle: list[tuple[_Group, FleetDevice]] = [(g, d) for g in groups for d in g.devices]
     with _progress(progress) as bar:
         tasks = {d.name: bar.add_task(f"{d.name} ({g.fingerprint[:8]})", total=len(g.queue), item="")
@@ -383,6 +476,16 @@ def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_
             done, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 g, d, item = in_flight.pop(fut)
+                if item is None:  # a device coming back after a loss
+                    try:
+                        fut.result()
+                    except Exception as exc:
+                        summary.retired.append(d.name)
+                        bar.update(tasks[d.name], item="retired")
+                        bar.console.print(f"{d.name}: retired ({_one_line(runner.unwrap(exc))})", markup=False, highlight=False)
+                    else:
+                        idle.append((g, d))
+                    continue
                 key = (g.fingerprint, item[0], item[1])
                 try:
                     m = fut.result()
@@ -400,7 +503,9 @@ def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_
                         if strikes[d.name] >= max_strikes:
                             summary.retired.append(d.name)
                             bar.update(tasks[d.name], item="retired")
-                            continue  # not idle again: retired
+                        else:  # next block only once the device (its restarted worker) answers again
+                            in_flight[runner.recover(d)] = (g, d, None)
+                        continue
                     else:
                         strikes[d.name] = 0
                         why = _one_line(runner.unwrap(exc))
@@ -420,4 +525,4 @@ def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_
     summary.left = sum(len(g.queue) for g in groups)
 
 
-__all__ = ["FleetDevice", "FleetSummary", "check_devices", "load_fleet", "measure_on_device", "probe_device", "profile_fleet"]
+__all__ = ["Fleet", "FleetDevice", "FleetSummary", "check_devices", "load_fleet", "measure_on_device", "probe_device", "profile_fleet"]

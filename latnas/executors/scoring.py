@@ -19,12 +19,13 @@ from latnas.executors.base import Executor, get_executor
 class ParallelScorer:
     """``scorer(archs) -> scores`` whose batches run on ``executor`` (name or instance).
 
-    ``batch_size`` is how many archs go to one task (default: the request
-    split evenly over the workers). Attributes of the wrapped scorer (e.g. a
+    ``batch_size`` is how many archs go to one task (default 1: scores are
+    the slow part, so each free worker pulls the next arch; ``None`` splits
+    a request evenly over the workers). Attributes of the wrapped scorer (e.g. a
     cache) stay reachable through :attr:`scorer`.
     """
 
-    def __init__(self, scorer: Callable[[Sequence[Any]], Any], executor: Executor | str = "local", batch_size: int | None = None):
+    def __init__(self, scorer: Callable[[Sequence[Any]], Any], executor: Executor | str = "local", batch_size: int | None = 1):
         self.scorer = scorer
         self.executor = get_executor(executor)
         self.batch_size = batch_size
