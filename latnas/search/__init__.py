@@ -2,7 +2,7 @@
 
 A :class:`SearchProblem` (space, latency objective, :class:`Budget`, scorer)
 is solved by a registered :class:`Algorithm` (``nsga2``, ``hournas``, ``nse``,
-``random``, ``dnas``, ``repnas``) until a :class:`Termination` (number of
+``random``, ``rea``, ``dnas``, ``repnas``) until a :class:`Termination` (number of
 evaluations)::
 
     result = minimize(problem, ALGORITHMS.get("nsga2")({"pop_size": 20}, seed=0), Termination(200))
@@ -17,6 +17,7 @@ from latnas.search import hournas as _hournas  # noqa: F401  (registers "hournas
 from latnas.search import nse as _nse  # noqa: F401  (registers "nse")
 from latnas.search import nsga2 as _nsga2  # noqa: F401  (registers "nsga2")
 from latnas.search import random_search as _random  # noqa: F401  (registers "random")
+from latnas.search import rea as _rea  # noqa: F401  (registers "rea")
 from latnas.search import repnas as _repnas  # noqa: F401  (registers "repnas")
 from latnas.search.algorithm import ALGORITHMS, Algorithm, Termination, minimize, register_algorithm
 from latnas.search.base import SearchContext, SearchData, SearchResult
