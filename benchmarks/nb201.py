@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="q1,q2", help="comma-separated: q1,q2")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--evals", type=int, default=300)
-    ap.add_argument("--algos", default="nsga2,hournas,nse,random")
+    ap.add_argument("--algos", default="nsga2,hournas,nse,rea,random")
     ap.add_argument("--devices", default="", help="comma-separated latency columns (default: all; --quick: 6)")
     ap.add_argument("--score-column", default="c100_test_acc")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")

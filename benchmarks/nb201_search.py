@@ -33,7 +33,7 @@ from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, flops_
 from predictors.compile import compile_predictor
 from predictors.transfer import TransferPredictor
 
-ALGOS = ("nsga2", "hournas", "nse", "random")
+ALGOS = ("nsga2", "hournas", "nse", "rea", "random")
 QUANTILES = (25, 50, 75)
 
 
