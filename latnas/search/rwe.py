@@ -8,6 +8,10 @@ linear classifier is trained on the training split: a closed-form ridge
 kernel form, so it costs milliseconds and is exactly deterministic. The score
 is its validation accuracy in [0, 1]. Scores are cached per arch.
 
+``head="softmax"`` trains the paper's last layer instead: a softmax (linear +
+cross-entropy) classifier on the same standardized features, by mini-batch
+SGD with momentum for ``sgd_epochs`` epochs (seeded, so still deterministic).
+
 Measured on digits (see docs/search.md): calibrating BatchNorm statistics on
 a training batch first (``calibrate_bn=True``) makes the features much worse
 (deep random residual nets then mix the signal away), so it is off by default;
@@ -41,6 +45,29 @@ class RWEConfig:
     batch_size: int = 256  # feature extraction batch
     calibrate_bn: bool = False  # set BN statistics from one training batch before eval
     ridge: float = 0.5  # L2 strength of the ridge classifier, per feature (alpha = ridge * n_features)
+    head: str = "ridge"  # last layer: "ridge" (closed form) or "softmax" (the paper's, trained by SGD)
+    sgd_epochs: int = 30  # softmax head: SGD epochs over the training features
+    sgd_lr: float = 0.1  # softmax head: SGD learning rate (momentum 0.9, cosine decay)
+    sgd_weight_decay: float = 1e-4  # softmax head: L2 on the weights
+
+    def __post_init__(self) -> None:
+        from latnas.errors import DataError
+
+        if self.head not in HEADS:
+            raise DataError(f"RWE head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        for name, kind in (("batch_size", int), ("sgd_epochs", int), ("ridge", float), ("sgd_lr", float),
+                           ("sgd_weight_decay", float)):
+            value = getattr(self, name)
+            try:
+                value = kind(value)
+            except (TypeError, ValueError):
+                raise DataError(f"RWE {name} must be a number, got {value!r}") from None
+            if not np.isfinite(value) or value < 0 or (kind is int and value < 1):
+                raise DataError(f"RWE {name} must be {'>= 1' if kind is int else 'finite and >= 0'}, got {value!r}")
+            object.__setattr__(self, name, value)
+
+
+HEADS = ("ridge", "softmax")
 
 
 def _build(space: SearchSpace, arch: Arch, seed: int) -> nn.Sequential:
@@ -112,6 +139,55 @@ def linear_probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_val: np.nd
     return float(np.mean(pred == y_val))
 
 
+def softmax_probe_accuracy(
+    f_train: np.ndarray,
+    y_train: np.ndarray,
+    f_val: np.ndarray,
+    y_val: np.ndarray,
+    epochs: int = 30,
+    lr: float = 0.1,
+    weight_decay: float = 1e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> float:
+    """Validation accuracy of a softmax classifier (linear + cross-entropy) trained by SGD.
+
+    RWE's own last layer: standardized features (as the ridge head), mini-batch
+    SGD with momentum 0.9 and a cosine learning rate, from zero weights, with a
+    seeded shuffle, so the same inputs always give the same score.
+    """
+    y_train = np.asarray(y_train)
+    y_val = np.asarray(y_val)
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        return float(np.mean(y_val == classes[0]))
+    mean = f_train.mean(axis=0)
+    std = f_train.std(axis=0)
+    std[std < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = np.inf
+    x = torch.as_tensor((f_train - mean) / std, dtype=torch.float32)
+    v = torch.as_tensor((f_val - mean) / std, dtype=torch.float32)
+    t = torch.as_tensor(np.searchsorted(classes, y_train), dtype=torch.int64)
+    layer = nn.Linear(x.shape[1], len(classes))
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    n_steps = max(1, epochs * -(-len(x) // batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            loss = nn.functional.cross_entropy(layer(x[idx]), t[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        pred = classes[layer(v).argmax(1).numpy()]
+    return float(np.mean(pred == y_val))
+
+
 class RWEScorer:
     """Callable ``scorer(archs) -> scores``: RWE accuracy of each arch, cached."""
 
@@ -127,17 +203,24 @@ class RWEScorer:
         key = tuple(int(v) for v in arch)
         if key not in self.cache:
             f_train, f_val = extract_features(self.space, key, self.data, self.config)
-            self.cache[key] = linear_probe_accuracy(f_train, self._y_train, f_val, self._y_val, self.config.ridge)
+            cfg = self.config
+            if cfg.head == "softmax":
+                with torch.random.fork_rng(devices=[]):
+                    self.cache[key] = softmax_probe_accuracy(f_train, self._y_train, f_val, self._y_val, cfg.sgd_epochs,
+                                                             cfg.sgd_lr, cfg.sgd_weight_decay, seed=cfg.seed)
+            else:
+                self.cache[key] = linear_probe_accuracy(f_train, self._y_train, f_val, self._y_val, cfg.ridge)
         return self.cache[key]
 
     def __call__(self, archs: Iterable[Sequence[int]]) -> np.ndarray:
         return np.array([self.score(a) for a in archs], dtype=np.float64)
 
 
-def rwe_key(data: SearchData, seed: int) -> str:
-    """What RWE scores depend on (dataset, split sizes, image shape, weight seed), for checkpoints."""
+def rwe_key(data: SearchData, seed: int, head: str = "ridge") -> str:
+    """What RWE scores depend on (dataset, split sizes, image shape, weight seed, head), for checkpoints."""
     shape = tuple(data.x_train.shape[1:])
-    return f"rwe:{data.name}:{len(data.x_train)}/{len(data.x_val)}:{shape}:seed={seed}"
+    tail = "" if head == "ridge" else f":head={head}"
+    return f"rwe:{data.name}:{len(data.x_train)}/{len(data.x_val)}:{shape}:seed={seed}{tail}"
 
 
 # ---------------------------------------------------------- rank study
