@@ -6,8 +6,9 @@ at a resolution where one score takes over a second (digits, ``--resolution``,
 predictor is not what is timed). The same seeded search runs with the local
 executor, then on Ray with 1 and 2 workers (batch size 1: workers pull the
 next candidate when free). Prints wall times, the speed-ups over local, and
-checks that the three fronts are identical. Ray start-up is outside the
-timed region; the first Ray search includes starting its workers.
+checks that the three fronts are identical. Ray start-up and the first
+scores on fresh workers (process start, importing torch) are outside the
+timed region: they are paid once per search, not per evaluation.
 
 Part 2, simulated fleet: N in-process agents on loopback, each a "device"
 whose backend sleeps ``--delay-ms`` per block (no CPU used, so the 2-core
@@ -52,7 +53,7 @@ def bench_search(args) -> dict:
     sys.path.insert(0, "tests")
     from search_helpers import synthetic_table
 
-    from latnas.executors import get_executor
+    from latnas.executors import ParallelScorer, get_executor
     from latnas.search.data import load_data
     from latnas.search.rwe import RWEScorer
     from latnas.spaces import get_space
@@ -66,19 +67,47 @@ def bench_search(args) -> dict:
     per_score = time.perf_counter() - t0
     print(f"one RWE score at {args.resolution}x{args.resolution}, {args.n_train}+{args.n_val} images: {per_score:.2f} s ({one[0]:.3f})")
 
-    out = {"per_score_s": per_score, "evals": args.evals}
+    out = {"per_score_s": per_score, "evals": args.evals, "free_cores_before": free_cores()}
+    print(f"cores free for this run (2 busy loops at once vs 1): {out['free_cores_before']:.2f} of 2")
     t_local, r_local = _search(space, table, RWEScorer(space, data), "local", args.evals, args.pop, args.seed)
     out["local_s"] = t_local
     print(f"local executor: {t_local:.1f} s")
     for workers in (1, 2):
         ex = get_executor("ray", workers=workers)
+        # start the workers and load torch/latnas in them before timing (once per search in real use)
+        ParallelScorer(RWEScorer(space, data), ex)(space.random_archs(2 * workers, rng=7))
         t, r = _search(space, table, RWEScorer(space, data), ex, args.evals, args.pop, args.seed)
         same = r == r_local
         out[f"ray{workers}_s"] = t
         out[f"ray{workers}_speedup"] = t_local / t
         out[f"ray{workers}_identical"] = same
         print(f"ray, {workers} worker(s): {t:.1f} s, {t_local / t:.2f}x local, front identical to local: {same}")
+    out["free_cores_after"] = free_cores()
+    print(f"cores free for this run, after: {out['free_cores_after']:.2f} of 2")
     return out
+
+
+def _spin(n: int) -> float:
+    t0 = time.perf_counter()
+    s = 0
+    for i in range(n):
+        s += i
+    return time.perf_counter() - t0
+
+
+def free_cores(n: int = 4_000_000) -> float:
+    """How many cores this run really gets: the same busy loop once, then twice at once in 2 processes."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_spin, [1000, 1000])  # start both processes
+        t0 = time.perf_counter()
+        pool.map(_spin, [n])
+        one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool.map(_spin, [n, n], chunksize=1)
+        two = time.perf_counter() - t0
+    return 2 * one / two
 
 
 # ------------------------------------------------------------- part 2: fleet
@@ -137,7 +166,40 @@ def bench_fleet(args) -> dict:
         ideal = args.blocks * args.delay_ms / 1e3 / n
         print(f"fleet of {n}: {wall:.2f} s for {args.blocks} blocks (ideal {ideal:.2f} s), "
               f"time x N / time(1) = {wall * n / (base):.2f}, per device {sorted(summary.per_device.values())}")
+    if args.driver_blocks:
+        out["driver"] = driver_rate(args, token, config)
     return out
+
+
+def driver_rate(args, token: str, config) -> dict:
+    """Blocks per second the driver commits when 8 zero-delay devices answer at once (its own limit, here)."""
+    from latnas.spec import BlockSpec
+    from profilers.fleet import Fleet, FleetDevice
+    from profilers.remote import make_server, start_in_thread
+    from profilers.store import ProfileStore
+
+    n = max(args.fleet)
+    servers = [make_server("127.0.0.1", 0, token=token, default_backend="bench-sleep") for _ in range(n)]
+    for s in servers:
+        start_in_thread(s)
+    devices = [FleetDevice(f"sim{i}", "remote", {"url": s.url, "token": token, "timeout_s": 60,
+                                                  "remote_options": {"delay_ms": 0.0}}) for i, s in enumerate(servers)]
+    specs = [BlockSpec("conv", cin=c, cout=8, h=8, w=8) for c in range(1, 1 + args.driver_blocks)]
+    try:
+        with tempfile.TemporaryDirectory() as tmp, ProfileStore(Path(tmp) / "fleet.db") as store, \
+                Fleet(devices, dispatch=args.dispatch) as fleet:
+            fleet.profile([BlockSpec("conv", cin=3, cout=c, h=4, w=4) for c in range(2, 2 + 2 * n)], store, config, progress=False)
+            t0 = time.perf_counter()
+            summary = fleet.profile(specs, store, config, progress=False)
+            wall = time.perf_counter() - t0
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+    rate = summary.done / wall
+    print(f"driver with {n} zero-delay devices: {summary.done} blocks in {wall:.2f} s = {rate:.0f} blocks/s "
+          f"({1e3 / rate:.1f} ms per block, HTTP agent + Ray call + one SQLite commit, all on this machine)")
+    return {"blocks": summary.done, "wall_s": wall, "blocks_per_s": rate}
 
 
 def main() -> None:
@@ -146,13 +208,14 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=24)
     ap.add_argument("--pop", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--resolution", type=int, default=8)
+    ap.add_argument("--resolution", type=int, default=12)
     ap.add_argument("--n-train", type=int, default=200)
     ap.add_argument("--n-val", type=int, default=100)
     ap.add_argument("--blocks", type=int, default=64)
     ap.add_argument("--delay-ms", type=float, default=100.0)
     ap.add_argument("--fleet", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4, 8])
     ap.add_argument("--dispatch", choices=("ray", "threads"), default="ray")
+    ap.add_argument("--driver-blocks", type=int, default=200, help="zero-delay blocks for the driver-rate run (0: skip)")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--skip-fleet", action="store_true")
     ap.add_argument("--json", help="also write the figures here")
