@@ -162,11 +162,20 @@ def probe_device(device: FleetDevice, threads: int) -> dict[str, Any]:
     return {"ok": True, "reason": "", "fingerprint": fp, "info": info, "backend": backend.name}
 
 
-def measure_on_device(device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fingerprint: str) -> Measurement:
-    """Time one block (``BlockSpec.to_dict()``) on ``device``; the measurement carries the group's fingerprint."""
-    from profilers.runner import profile_block
+def measure_on_device(device: FleetDevice, item: dict[str, Any], config: ProtocolConfig, fingerprint: str) -> Measurement:
+    """Time one item on ``device``: ``{"spec": BlockSpec.to_dict()}`` or ``{"model": {"space", "arch", "batch"}}``.
 
-    return profile_block(_backend(device), BlockSpec.from_dict(spec), config, fingerprint=fingerprint)
+    The measurement carries the group's fingerprint (computed by the probe).
+    """
+    from profilers.runner import profile_block, profile_model
+
+    if "model" in item:
+        from latnas.spaces import get_space
+
+        m = item["model"]
+        space = get_space(m["space"], batch=int(m["batch"]))
+        return profile_model(_backend(device), space, m["arch"], config, fingerprint=fingerprint)
+    return profile_block(_backend(device), BlockSpec.from_dict(item["spec"]), config, fingerprint=fingerprint)
 
 
 # ---------------------------------------------------------------- dispatch
@@ -183,8 +192,8 @@ class _Threads:
     def probe(self, device: FleetDevice, threads: int) -> cf.Future:
         return self.pool.submit(probe_device, device, threads)
 
-    def measure(self, device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
-        return self.pool.submit(measure_on_device, device, spec, config, fp)
+    def measure(self, device: FleetDevice, item: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
+        return self.pool.submit(measure_on_device, device, item, config, fp)
 
     def lost(self, exc: BaseException) -> bool:
         return isinstance(exc, BackendUnavailable)
@@ -214,8 +223,8 @@ class _DeviceActor:
     def ping(self) -> bool:
         return True
 
-    def measure(self, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> Measurement:
-        return measure_on_device(self.device, spec, config, fp)
+    def measure(self, item: dict[str, Any], config: ProtocolConfig, fp: str) -> Measurement:
+        return measure_on_device(self.device, item, config, fp)
 
 
 class _Ray:
@@ -255,8 +264,8 @@ class _Ray:
     def probe(self, device: FleetDevice, threads: int) -> cf.Future:
         return self.actors[device.name].probe.remote(threads).future()
 
-    def measure(self, device: FleetDevice, spec: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
-        return self.actors[device.name].measure.remote(spec, config, fp).future()
+    def measure(self, device: FleetDevice, item: dict[str, Any], config: ProtocolConfig, fp: str) -> cf.Future:
+        return self.actors[device.name].measure.remote(item, config, fp).future()
 
     def recover(self, device: FleetDevice, timeout_s: float = RECOVER_TIMEOUT_S) -> cf.Future:
         """Resolves once the device's actor answers again (Ray restarts a dead one); fails if it is gone for good."""
@@ -342,8 +351,19 @@ def _unique(specs: Iterable[BlockSpec]) -> list[tuple[str, int, dict[str, Any]]]
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     for spec in specs:
         spec.validate()
-        seen.setdefault((spec.key, spec.batch), spec.to_dict())
+        seen.setdefault((spec.key, spec.batch), {"spec": spec.to_dict()})
     return [(k, b, d) for (k, b), d in seen.items()]
+
+
+def model_items(space, archs: Iterable) -> list[tuple[str, int, dict[str, Any]]]:
+    """Whole models of ``space`` (a SearchSpace) as fleet items, keyed ``model:<space>:<arch>`` like the runner."""
+    from profilers.runner import model_key
+
+    seen: dict[str, dict[str, Any]] = {}
+    for arch in archs:
+        arch_str = space.format_arch(space.parse_arch(arch))
+        seen.setdefault(model_key(space.name, arch_str), {"model": {"space": space.name, "arch": arch_str, "batch": space.batch}})
+    return [(k, space.batch, d) for k, d in seen.items()]
 
 
 class Fleet:
@@ -375,9 +395,11 @@ class Fleet:
         retries: int = 2,
         progress: bool = True,
         on_result: Callable[[str, Measurement], None] | None = None,
+        models: tuple[Any, Iterable] | None = None,
     ) -> FleetSummary:
         """Profile the blocks of ``specs`` missing from ``store`` on every fingerprint group.
 
+        ``models=(space, archs)`` adds whole models (key ``model:<space>:<arch>``).
         ``retries``: times a block lost with its worker/device is re-queued.
         ``on_result(device, measurement)`` is called on the driver after each commit.
         """
@@ -386,7 +408,7 @@ class Fleet:
         check_config(config)
         if retries < 0:
             raise DataError("retries must be >= 0")
-        items = _unique(specs)
+        items = _unique(specs) + (model_items(*models) if models is not None else [])
         start = time.perf_counter()
         summary = FleetSummary()
         groups = _probe_all(self.runner, self.devices, store, config, items, summary)
@@ -415,10 +437,11 @@ def profile_fleet(
     max_strikes: int = 3,
     progress: bool = True,
     on_result: Callable[[str, Measurement], None] | None = None,
+    models: tuple[Any, Iterable] | None = None,
 ) -> FleetSummary:
     """One run of :class:`Fleet`: connect, :meth:`Fleet.profile`, disconnect."""
     with Fleet(devices, dispatch, address, max_strikes) as fleet:
-        return fleet.profile(specs, store, config, retries, progress, on_result)
+        return fleet.profile(specs, store, config, retries, progress, on_result, models)
 
 
 def _probe_all(runner, devices, store, config, items, summary: FleetSummary) -> list[_Group]:
@@ -525,4 +548,4 @@ def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_
     summary.left = sum(len(g.queue) for g in groups)
 
 
-__all__ = ["Fleet", "FleetDevice", "FleetSummary", "check_devices", "load_fleet", "measure_on_device", "probe_device", "profile_fleet"]
+__all__ = ["Fleet", "FleetDevice", "FleetSummary", "check_devices", "load_fleet", "measure_on_device", "model_items", "probe_device", "profile_fleet"]

@@ -55,6 +55,10 @@ class _SleepBackend(Backend):
             INTERVALS.append((self.tag, t0, time.monotonic(), spec.key))
         return _stats(self.delay_s * 1e3), None
 
+    def measure_model(self, space_name, arch_string, batch=1, config=None, *, space=None):
+        time.sleep(self.delay_s)
+        return _stats(self.delay_s * 1e3)
+
 
 class _DyingBackend(Backend):
     """Worker-side fake device: kills its own process on block ``die_key`` once (marker file)."""
@@ -246,11 +250,18 @@ def test_two_devices_profile_concurrently_one_measurement_each_at_a_time(ray_ses
     assert again.done == 0 and again.skipped == len(SPECS)
 
 
-def test_agents_reached_directly_from_threads(agents, tmp_path):
+def test_agents_reached_directly_from_threads_blocks_and_models(agents, tmp_path):
+    from latnas.spaces import get_space
+
+    space = get_space("fbnet")
+    archs = space.random_archs(3, rng=0)
     devices = _agent_devices(agents)
     with ProfileStore(tmp_path / "p.db") as store:
-        summary = profile_fleet(devices, SPECS[:4], store, FAST, dispatch="threads", progress=False)
-        assert summary.done == 4 and summary.failed == 0 and len(store.query(all_devices=True)) == 4
+        summary = profile_fleet(devices, SPECS[:4], store, FAST, dispatch="threads", progress=False, models=(space, archs))
+        assert summary.done == 7 and summary.failed == 0
+        rows = store.query(all_devices=True)
+        assert sorted(m.key for m in rows if m.kind == "model") == sorted(f"model:fbnet:{space.format_arch(a)}" for a in archs)
+        assert sum(m.kind == "block" for m in rows) == 4
 
 
 def test_worker_killed_mid_table_loses_at_most_one_row_and_resume_completes(ray_session, tmp_path):
