@@ -7,33 +7,21 @@ MFLOPs that a linear fit on the same measured samples maps to the ms budget.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from latnas import safe_json
 from latnas.errors import DataError, PredictorFileError
 from latnas.latency_table import TABLE_SCHEMA, LatencyTable, flops_table
 from latnas.spaces.base import SearchSpace
 
 
 def _compile_predictor_folder(path: Path, space: SearchSpace) -> LatencyTable:
-    """A saved predictor folder -> LatencyTable (``predictors.persistence`` + ``predictors.compile``)."""
-    try:
-        from predictors.compile import compile_predictor
-        from predictors.persistence import load_predictor
-    except ImportError as exc:
-        raise PredictorFileError(f"{path} is a predictor folder but the predictors package cannot load it: {exc}") from None
-    model, meta = load_predictor(path)
-    if meta.get("space") not in (None, space.name):
-        raise PredictorFileError(f"predictor was made for space {meta.get('space')!r}, not {space.name!r}; refused")
-    parts = [str(meta.get(k)) for k in ("target", "device", "backend") if meta.get(k)]
-    fp = meta.get("fingerprint")
-    if isinstance(fp, str) and fp:
-        parts.append(fp)
-    table = compile_predictor(model, device=" ".join(dict.fromkeys(parts)))
-    table.meta.setdefault("predictor_folder", str(path))
-    return table
+    """A saved predictor folder -> LatencyTable, verified (every file hashed in its manifest) and compiled."""
+    from predictors.persistence import load_latency_table
+
+    return load_latency_table(path, space)
 
 
 def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:
@@ -44,13 +32,12 @@ def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:
     if not path.exists():
         raise PredictorFileError(f"predictor {path} does not exist (give a predictor folder, a latency table JSON or 'flops')")
     if path.is_dir():
-        table_file = path / "latency_table.json"
-        table = LatencyTable.load(table_file) if table_file.is_file() else _compile_predictor_folder(path, space)
+        table = _compile_predictor_folder(path, space)
     else:
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise PredictorFileError(f"predictor {path} is not a latency table JSON: {exc}") from None
+            data = safe_json.load(path, what=f"predictor {path}")
+        except DataError as exc:
+            raise PredictorFileError(str(exc)) from None
         if not isinstance(data, dict) or data.get("schema") != TABLE_SCHEMA:
             raise PredictorFileError(f"{path} is not a latnas latency table (schema {TABLE_SCHEMA}) nor a predictor folder")
         table = LatencyTable.from_dict(data)
