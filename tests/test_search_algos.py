@@ -82,24 +82,41 @@ def test_hournas_meets_budget_and_reports_phases(fbnet, frac):
     assert shrink["space_size"] <= shrink["space_size_before"]
 
 
-def test_nse_subset_grows_and_best_never_decreases(fbnet):
+def test_nse_subset_stays_bounded_drops_ops_and_best_never_decreases(fbnet):
     table = synthetic_table(fbnet, seed=5)
     _, lo = table.min_arch()
     budget = lo * 1.6
     ctx = SearchContext(space=fbnet, latency=table, budget=Budget(budget, "ms"), evals=80, seed=0, scorer=CountingScorer(table),
-                        options={"rounds": 4, "init_size": 2, "grow": 2, "pop_size": 10})
+                        options={"rounds": 4, "init_size": 2, "keep": 2, "grow": 2, "pop_size": 10})
     res = run_algorithm("nse", ctx)
     rounds = res.extra["rounds"]
     assert len(rounds) == 4
-    totals = [r["subset_total"] for r in rounds]
-    assert all(b > a for a, b in zip(totals, totals[1:]))  # the space grows each round
     assert rounds[0]["subset_sizes"] == [2] * fbnet.n_layers
+    for r in rounds[1:]:
+        assert max(r["subset_sizes"]) <= 4  # keep + grow: the subset never drifts to the whole space
+    assert all(r["added"] > 0 for r in rounds[:-1])  # unseen ops enter ...
+    assert all(r["dropped"] > 0 for r in rounds[1:-1])  # ... and, once the subset is over keep, ops leave
+    assert rounds[-1]["subset_total"] < fbnet.allowed_mask().sum()
     best = [r["best_score"] for r in rounds]
     pop_best = [r["population_best"] for r in rounds]
     assert all(b >= a for a, b in zip(best, best[1:]))
     assert all(b >= a for a, b in zip(pop_best, pop_best[1:]))  # the inherited population keeps the best
     assert rounds[1]["inherited"] > 0
     assert np.all(np.asarray(res.predicted) <= budget)
+
+
+def test_nse_prune_keeps_best_and_most_important():
+    from latnas.search.nse import op_importance, prune_subset
+
+    subset = np.zeros((2, 4), dtype=bool)
+    subset[:, :3] = True
+    archs = [(0, 0), (1, 1), (2, 1), (1, 2)]
+    scores = np.array([0.1, 0.9, 0.5, 0.7])
+    imp = op_importance(subset, archs, scores)
+    assert imp[0, 1] == pytest.approx(0.8) and imp[1, 1] == pytest.approx(0.7) and imp[0, 3] == -np.inf
+    pruned = prune_subset(subset, imp, best=(0, 0), keep=2)
+    assert pruned[0].tolist() == [True, True, False, False]  # best's choice 0 + most important 1
+    assert pruned[1].tolist() == [True, True, False, False]
 
 
 def test_nse_grow_adds_cost_neighbours(fbnet):

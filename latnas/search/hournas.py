@@ -285,10 +285,10 @@ class HourNAS(Algorithm):
         if oneshot:
             extra["supernet_fits"] = list(getattr(problem.scorer, "fits", []))
         result = result_from(self.name, evaluator, history, t0, extra)
-        return _restrict(result, evaluator, mask2, exclude=phase1 if oneshot else set())
+        return restricted_result(result, evaluator, mask2, exclude=phase1 if oneshot else set())
 
 
-def _restrict(result, evaluator, mask: np.ndarray, exclude: set) -> Any:
+def restricted_result(result: Any, evaluator: Any, mask: np.ndarray, exclude: set) -> Any:
     """The result's front taken over the archs inside ``mask`` (and not in ``exclude``, when any remain)."""
     archs, scores, lat = evaluator.archive()
     keep = [i for i, a in enumerate(archs) if mask[np.arange(len(a)), list(a)].all() and a not in exclude]
