@@ -41,3 +41,9 @@ class DataError(LatnasError):
 
 class ExportError(LatnasError):
     """A module that cannot be exported, lowered, built or loaded for a runtime (one-line reason)."""
+
+
+class NothingSucceeded(LatnasError):
+    """A run whose every item failed (e.g. `profile` where no block could be measured): exit 1, not 2."""
+
+    exit_code = 1

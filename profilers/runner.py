@@ -6,6 +6,12 @@ committed at once), show a progress bar with ETA, and return a
 :class:`RunSummary`. A block that fails to export or run is reported in one
 line and skipped; the run goes on.
 
+A run holds the machine's profiling lock (:mod:`profilers.lock`) while it
+measures, so two runs never time each other; the second waits (or, with
+``wait=False``, is refused). A measurement already stored is never silently
+replaced: ``force=True`` re-measures and replaces on purpose, and a row that
+appeared while we measured (another store writer) is kept and reported.
+
 The runner calls the hooks declared on :class:`~profilers.base.Backend`
 (``measure_spec``, ``measure_model``; their defaults build the module here and
 ``prepare`` + ``measure`` it); a backend that times elsewhere (a remote agent,
@@ -13,6 +19,7 @@ a GPU with CUDA events) overrides the hook it needs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import statistics
@@ -24,6 +31,7 @@ from latnas.errors import BackendUnavailable, LatnasError
 from latnas.spec import BlockSpec
 from profilers.base import BACKENDS, EXAMPLE_SEED, Backend, Measurement, ProtocolConfig, example_input  # noqa: F401 (re-exported)
 from profilers.fingerprint import device_fingerprint
+from profilers.lock import profiling_lock
 from profilers.protocol import check_config
 
 logger = logging.getLogger(__name__)
@@ -142,6 +150,7 @@ class RunSummary:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # measured, but a row stored meanwhile was kept
     wall_s: float = 0.0
 
     @property
@@ -166,6 +175,7 @@ class RunSummary:
             "done": self.done,
             "skipped": self.skipped,
             "failed": self.failed,
+            "kept": len(self.kept),
             "noisy": self.noisy,
             "median_of_medians_ms": self.median_of_medians_ms,
             "wall_s": self.wall_s,
@@ -196,6 +206,22 @@ def _progress(enabled: bool):
     )
 
 
+def _measures_here(backend: Backend) -> bool:
+    """False for backends that time on another machine (a remote agent holds its own lock)."""
+    return not getattr(backend, "remote", False) and not backend.name.startswith("remote")
+
+
+def _notify(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _no_lock():
+    yield None
+
+
 def _run(
     backend: Backend,
     store,
@@ -203,16 +229,31 @@ def _run(
     kind: str,
     items: list[tuple[str, int, Callable[[str], Measurement]]],
     progress: bool,
+    force: bool = False,
+    wait: bool = True,
 ) -> RunSummary:
     check_config(config)
     require_available(backend)
     fp, info = device_fingerprint(backend, config.threads)
     store.use_device(fp, info)
     summary = RunSummary(backend=backend.name, fingerprint=fp, kind=kind, total=len(items))
-    stored = store.stored_keys(backend.name, fp)
+    stored = set() if force else store.stored_keys(backend.name, fp)
     todo = [it for it in items if (it[0], it[1]) not in stored]
-    summary.skipped = len(items) - len(todo)
     start = time.perf_counter()
+    lock = profiling_lock(wait=wait, notify=_notify) if _measures_here(backend) and todo else _no_lock()
+    with lock:
+        if todo and not force:  # a run we waited for may have stored some of them meanwhile
+            stored = store.stored_keys(backend.name, fp)
+            todo = [it for it in todo if (it[0], it[1]) not in stored]
+        summary.skipped = len(items) - len(todo)
+        _measure(backend, store, kind, todo, fp, summary, progress, force)
+    summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def _measure(backend: Backend, store, kind: str, todo: list, fp: str, summary: RunSummary, progress: bool,
+             force: bool) -> None:
+    """Measure ``todo`` one by one, committing each result (the body of a locked run)."""
     with _progress(progress) as bar:
         task = bar.add_task(f"{backend.name} {kind}s", total=len(todo), item="")
         for key, _batch, run in todo:
@@ -227,12 +268,14 @@ def _run(
                 logger.debug("profiling %s failed", key, exc_info=True)
                 bar.console.print(f"failed {key}: {_one_line(exc)}", markup=False, highlight=False)
             else:
-                store.put(m)
-                summary.measurements.append(m)
-                summary.done += 1
+                if store.put(m, replace=force):
+                    summary.measurements.append(m)
+                    summary.done += 1
+                else:
+                    summary.kept.append(key)
+                    bar.console.print(f"kept the stored measurement of {key} (written by another run meanwhile);"
+                                      " use --force to re-measure", markup=False, highlight=False)
             bar.advance(task)
-    summary.wall_s = time.perf_counter() - start
-    return summary
 
 
 def profile_blocks(
@@ -241,8 +284,14 @@ def profile_blocks(
     store,
     config: ProtocolConfig = ProtocolConfig(),
     progress: bool = True,
+    force: bool = False,
+    wait: bool = True,
 ) -> RunSummary:
-    """Profile every block of ``specs`` not yet in ``store`` for this device and backend."""
+    """Profile every block of ``specs`` not yet in ``store`` for this device and backend.
+
+    ``force`` re-measures stored blocks and replaces them; ``wait=False`` refuses
+    at once when another profiling run holds this machine.
+    """
     backend = get_backend(backend)
     unique: dict[tuple[str, int], BlockSpec] = {}
     for spec in specs:
@@ -251,7 +300,7 @@ def profile_blocks(
         (key, batch, (lambda fp, s=spec: profile_block(backend, s, config, fingerprint=fp)))
         for (key, batch), spec in unique.items()
     ]
-    return _run(backend, store, config, "block", items, progress)
+    return _run(backend, store, config, "block", items, progress, force=force, wait=wait)
 
 
 def profile_models(
@@ -261,8 +310,10 @@ def profile_models(
     store,
     config: ProtocolConfig = ProtocolConfig(),
     progress: bool = True,
+    force: bool = False,
+    wait: bool = True,
 ) -> RunSummary:
-    """Profile whole models (key ``model:<space>:<arch>``) not yet in ``store``."""
+    """Profile whole models (key ``model:<space>:<arch>``) not yet in ``store`` (``force``, ``wait``: as blocks)."""
     backend = get_backend(backend)
     space = _space(space)
     seen: dict[str, str] = {}
@@ -273,4 +324,4 @@ def profile_models(
         (key, space.batch, (lambda fp, a=arch_str: profile_model(backend, space, a, config, fingerprint=fp)))
         for key, arch_str in seen.items()
     ]
-    return _run(backend, store, config, "model", items, progress)
+    return _run(backend, store, config, "model", items, progress, force=force, wait=wait)

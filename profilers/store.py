@@ -18,6 +18,13 @@ The file runs in WAL mode with ``synchronous=NORMAL`` and every ``put``
 commits on its own, so killing a profiling run (even ``kill -9``) loses at
 most the measurement in flight; rerunning skips what is stored.
 
+Commands that only read open the file with ``read_only=True``: an SQLite
+``mode=ro`` URI (plus ``immutable=1`` when no ``-wal`` file exists, so not even
+a ``-shm`` is created), nothing initialised, upgraded or switched; a missing,
+empty or foreign file is refused and left byte-for-byte as it was. FIFOs,
+devices and folders are refused before anything opens them (a FIFO would
+block). A measurement already stored is kept unless ``put(m, replace=True)``.
+
 Rows are keyed by device fingerprint: one file can hold several devices and
 runtimes side by side. A store opened for a device (``fingerprint=``) answers
 queries for that device by default. A file that is not SQLite, is corrupt, or
@@ -29,14 +36,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sqlite3
+import stat
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 from latnas import safe_json
-from latnas.errors import StoreError
+from latnas.errors import LatnasError, StoreError
 from profilers.base import LatencyStats, Measurement
 
 logger = logging.getLogger(__name__)
@@ -80,11 +89,19 @@ CREATE TABLE IF NOT EXISTS fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NU
 
 
 def _check_file(path: Path) -> bool:
-    """True when ``path`` holds data that must be validated (exists, non-empty)."""
-    if not path.exists():
+    """True when ``path`` holds data that must be validated (exists, non-empty); refuses non-regular files."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise StoreError(f"{path} is a broken symbolic link, not a profile store") from None
         return False
-    if path.is_dir():
+    except OSError as exc:
+        raise StoreError(f"cannot read profile store {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise StoreError(f"{path} is a directory, not a profile store")
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{path} is not a regular file (a FIFO, socket or device); refusing to open it")
     try:
         with path.open("rb") as fh:
             head = fh.read(len(SQLITE_MAGIC))
@@ -97,20 +114,54 @@ def _check_file(path: Path) -> bool:
     return True
 
 
-def _validate_existing(path: Path) -> int:
-    """Read-only check that an existing SQLite file is ours and of a known version; returns the version."""
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection that creates nothing beside the file.
+
+    ``immutable=1`` (no locking, no ``-shm``) is used only when no ``-wal`` file
+    exists, i.e. every committed row is in the main file; otherwise plain
+    ``mode=ro`` reads the WAL a live writer keeps (that writer owns the ``-shm``).
+    """
     uri = path.resolve().as_uri() + "?mode=ro"
+    if not os.path.lexists(f"{path}-wal"):
+        uri += "&immutable=1"
     try:
-        con = sqlite3.connect(uri, uri=True, timeout=30)
+        return sqlite3.connect(uri, uri=True, timeout=30)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open profile store {path}: {exc}") from None
+
+
+def _check_columns(con: sqlite3.Connection, path: Path, version: int) -> None:
+    """The measurements table must have the columns its schema version declares."""
+    cols = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
+    want = set(RECORD_FIELDS if version >= 2 else V1_FIELDS)
+    if cols != want:
+        missing, extra = sorted(want - cols), sorted(cols - want)
+        raise StoreError(
+            f"{path}: measurements table does not match schema version {version}"
+            + (f" (missing {', '.join(missing)})" if missing else "") + (f" (unexpected {', '.join(extra)})" if extra else "")
+        )
+
+
+def _validate_existing(path: Path, require_tables: bool = False) -> int:
+    """Read-only check that an existing SQLite file is ours and of a known version; returns the version."""
+    con = _connect_ro(path)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
+        if not tables and not require_tables:
             return SCHEMA_VERSION  # an empty SQLite database: ours to initialise
         if "meta" not in tables:
             raise StoreError(f"{path} is an SQLite file of another application (no latnas meta table); refusing to touch it")
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("app_id") == APP_ID:
+            missing = {"fingerprints", "measurements"} - tables
+            if missing:
+                raise StoreError(f"{path} is a damaged profile store (missing table {', '.join(sorted(missing))})")
+            try:
+                version = int(meta.get("schema_version", "0"))
+            except ValueError:
+                version = -1
+            if version in READABLE_VERSIONS:
+                _check_columns(con, path, version)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is corrupt or not a profile store ({exc})") from None
     finally:
@@ -143,23 +194,41 @@ def _upgrade_v1(con: sqlite3.Connection) -> None:
     logger.info("upgraded profile store to schema version %d", SCHEMA_VERSION)
 
 
+def _json_object(text: Any, what: str) -> dict[str, Any]:
+    value = safe_json.loads(text if isinstance(text, str) else "", what)
+    if not isinstance(value, dict):
+        raise StoreError(f"{what} is not a JSON object")
+    return value
+
+
 def _row_to_measurement(row: sqlite3.Row) -> Measurement:
-    stats = LatencyStats(**{
-        name: (bool(row[name]) if name in ("stable", "noisy") else row[name]) for name in STAT_FIELDS
-    })
-    return Measurement(
-        key=row["key"],
-        kind=row["kind"],
-        backend=row["backend"],
-        fingerprint=row["fingerprint"],
-        batch=int(row["batch"]),
-        stats=stats,
-        spec=json.loads(row["spec"]),
-        created=float(row["created"]),
-        precision=row["precision"],
-        layout=row["layout"],
-        meta=json.loads(row["meta"] or "{}"),
-    )
+    """One stored row as a :class:`Measurement`; a corrupt row is a one-line :class:`StoreError`."""
+    names = row.keys()
+    try:
+        stats = LatencyStats(**{
+            name: (bool(row[name]) if name in ("stable", "noisy") else
+                   int(row[name]) if name in ("repeats", "warmup_runs") else float(row[name]))
+            for name in STAT_FIELDS
+        })
+        return Measurement(
+            key=str(row["key"]),
+            kind=str(row["kind"]),
+            backend=str(row["backend"]),
+            fingerprint=str(row["fingerprint"]),
+            batch=int(row["batch"]),
+            stats=stats,
+            spec=_json_object(row["spec"], f"spec of stored measurement {row['key']!r}"),
+            created=float(row["created"]),
+            precision=row["precision"] if "precision" in names else DEFAULT_PRECISION,
+            layout=row["layout"] if "layout" in names else DEFAULT_LAYOUT,
+            meta=_json_object(row["meta"] or "{}", f"meta of stored measurement {row['key']!r}") if "meta" in names else {},
+        )
+    except StoreError:
+        raise
+    except LatnasError as exc:
+        raise StoreError(f"corrupt profile store row: {exc}") from None
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        raise StoreError(f"corrupt profile store row {row['key']!r}: {exc}") from None
 
 
 class ProfileStore:
@@ -170,8 +239,13 @@ class ProfileStore:
     :meth:`use_device` to set it and record the fingerprint's description.
     """
 
-    def __init__(self, path: str | Path, fingerprint: str | None = None):
+    def __init__(self, path: str | Path, fingerprint: str | None = None, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        self.fingerprint = fingerprint
+        if read_only:
+            self._con = self._open_read_only()
+            return
         version = SCHEMA_VERSION
         if _check_file(self.path):
             version = _validate_existing(self.path)
@@ -190,7 +264,16 @@ class ProfileStore:
                 self._con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open profile store {self.path}: {exc}") from None
-        self.fingerprint = fingerprint
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Open an existing store for reading: nothing created, upgraded or switched."""
+        if not _check_file(self.path):
+            state = "is empty" if os.path.lexists(self.path) else "does not exist"
+            raise StoreError(f"profile store {self.path} {state}")
+        _validate_existing(self.path, require_tables=True)
+        con = _connect_ro(self.path)
+        con.row_factory = sqlite3.Row
+        return con
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -225,7 +308,13 @@ class ProfileStore:
 
     def fingerprints(self) -> dict[str, dict[str, Any]]:
         """Every device fingerprint in the store: hash -> description."""
-        return {r["hash"]: json.loads(r["info"]) for r in self._con.execute("SELECT hash, info FROM fingerprints ORDER BY created")}
+        try:
+            rows = self._con.execute("SELECT hash, info FROM fingerprints ORDER BY created").fetchall()
+            return {str(r["hash"]): _json_object(r["info"], f"description of device {r['hash']!r}") for r in rows}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is corrupt ({exc})") from None
+        except LatnasError as exc:
+            raise StoreError(f"corrupt profile store {self.path}: {exc}") from None
 
     def _resolve(self, fingerprint: str | None) -> str:
         fp = fingerprint or self.fingerprint
@@ -268,8 +357,14 @@ class ProfileStore:
                 args.append(val)
         return {(r[0], int(r[1])) for r in self._con.execute(sql, args)}
 
-    def put(self, m: Measurement) -> None:
-        """Insert or replace one measurement and commit it at once."""
+    def put(self, m: Measurement, replace: bool = False) -> bool:
+        """Store one measurement and commit it at once; returns whether it was written.
+
+        An existing row with the same identity is kept (returns False) unless
+        ``replace``: re-measuring is explicit, never a silent overwrite.
+        """
+        if self.read_only:
+            raise StoreError(f"profile store {self.path} was opened read-only")
         s = m.stats
         values = (
             m.fingerprint, m.backend, m.key, int(m.batch), m.precision or DEFAULT_PRECISION, m.layout or DEFAULT_LAYOUT, m.kind,
@@ -281,9 +376,13 @@ class ProfileStore:
         try:
             with self._con:
                 self._con.execute("INSERT OR IGNORE INTO fingerprints VALUES (?, '{}', ?)", (m.fingerprint, time.time()))
-                self._con.execute(f"INSERT OR REPLACE INTO measurements ({','.join(RECORD_FIELDS)}) VALUES ({marks})", values)
+                verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+                cur = self._con.execute(f"{verb} INTO measurements ({','.join(RECORD_FIELDS)}) VALUES ({marks})", values)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to profile store {self.path}: {exc}") from None
+        if cur.rowcount == 0:
+            logger.warning("kept the stored measurement of %s on %s (re-measure explicitly to replace it)", m.key, m.backend)
+        return cur.rowcount > 0
 
     def get(
         self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None,
@@ -323,7 +422,11 @@ class ProfileStore:
                 where.append(f"{col} = ?")
                 args.append(val)
         sql = "SELECT * FROM measurements" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, key"
-        return [_row_to_measurement(r) for r in self._con.execute(sql, args)]
+        try:
+            rows = self._con.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is corrupt ({exc})") from None
+        return [_row_to_measurement(r) for r in rows]
 
     def __len__(self) -> int:
         return int(self._con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])

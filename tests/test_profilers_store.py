@@ -39,10 +39,12 @@ def test_round_trip_and_filters(tmp_path):
         assert again.fingerprints() == {"aaaa": {"cpu": "test"}}
 
 
-def test_put_replaces_same_identity(tmp_path):
+def test_put_keeps_existing_row_unless_replace(tmp_path):
     with ProfileStore(tmp_path / "p.db", fingerprint="aaaa") as store:
-        store.put(make("k1", median=1.0))
-        store.put(make("k1", median=3.0, created=200.0))
+        assert store.put(make("k1", median=1.0)) is True
+        assert store.put(make("k1", median=3.0, created=200.0)) is False  # no silent overwrite
+        assert len(store) == 1 and store.get("k1", "onnxruntime").stats.median_ms == pytest.approx(1.0)
+        assert store.put(make("k1", median=3.0, created=200.0), replace=True) is True  # explicit re-measure
         assert len(store) == 1 and store.get("k1", "onnxruntime").stats.median_ms == pytest.approx(3.0)
 
 
@@ -199,3 +201,83 @@ def test_records_round_trip_keeps_precision_layout_and_meta(tmp_path):
         rows = list(csv.DictReader(fh))
     (back,) = records_to_measurements(rows)
     assert (back.precision, back.layout, back.meta) == ("bf16", "channels_last", {"mode_used": "eager", "host_bound": True})
+
+
+# ---------------------------------------------------------------- read-only opens
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _filled(path):
+    with ProfileStore(path) as store:
+        store.use_device("aaaa", {"cpu": "test"})
+        store.put(make("k1"))
+        store.put(make("k2", median=2.0))
+    return path
+
+
+def test_read_only_reads_and_creates_nothing(tmp_path):
+    path = _filled(tmp_path / "p.db")
+    before = _snapshot(tmp_path)
+    with ProfileStore(path, read_only=True) as store:
+        assert len(store) == 2 and store.fingerprints() == {"aaaa": {"cpu": "test"}}
+        assert [m.key for m in store.query(all_devices=True)] == ["k1", "k2"]
+        with pytest.raises(StoreError, match="read-only"):
+            store.put(make("k3"))
+    assert _snapshot(tmp_path) == before  # no -wal/-shm, no journal switch, same bytes
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_bytes(b"not sqlite at all, just text" * 10), "not an SQLite file"),
+])
+def test_read_only_refuses_missing_empty_foreign(tmp_path, setup, message):
+    path = tmp_path / "p.db"
+    setup(path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(StoreError, match=message):
+        ProfileStore(path, read_only=True)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("DROP TABLE measurements", "missing table measurements"),
+    ("ALTER TABLE measurements RENAME COLUMN spec TO spek", "does not match schema"),
+    ("ALTER TABLE measurements ADD COLUMN extra TEXT", "unexpected extra"),
+])
+def test_damaged_store_refused_and_not_repaired(tmp_path, damage, message):
+    path = _filled(tmp_path / "p.db")
+    con = sqlite3.connect(path)
+    con.execute(damage)
+    con.commit()
+    con.close()
+    before = _snapshot(tmp_path)
+    for read_only in (True, False):
+        with pytest.raises(StoreError, match=message):
+            ProfileStore(path, read_only=read_only)
+    assert _snapshot(tmp_path) == before  # dropped tables are not re-created
+
+
+@pytest.mark.parametrize("column, value", [("spec", "{not json"), ("spec", "[1, 2]"), ("meta", "nul"),
+                                           ("median_ms", "fast")])
+def test_corrupt_row_is_a_store_error(tmp_path, column, value):
+    path = _filled(tmp_path / "p.db")
+    con = sqlite3.connect(path)
+    con.execute(f"UPDATE measurements SET {column} = ? WHERE key = 'k1'", (value,))
+    con.commit()
+    con.close()
+    with ProfileStore(path, read_only=True) as store:
+        with pytest.raises(StoreError):
+            store.query(all_devices=True)
+
+
+def test_fifo_and_device_refused_without_opening(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        for read_only in (True, False):
+            with pytest.raises(StoreError, match="not a regular file"):
+                ProfileStore(path, read_only=read_only)

@@ -1,17 +1,29 @@
 """Entry point of the ``latnas`` command.
 
 Each command group lives in its own module with a ``register(app)`` function;
-this module only assembles them and turns :class:`LatnasError` into a one-line
-``error: ...`` message and a non-zero exit instead of a traceback.
+this module only assembles them and is the one place bad input becomes a
+message: :class:`LatnasError`, click's usage errors (unknown option, bad type,
+out-of-range number) and OS errors on user paths all print ONE line,
+``error: <message>`` (truncated to :data:`MAX_MESSAGE` characters), and exit 2;
+a run in which nothing succeeded exits 1. No traceback reaches the user; set
+``LATNAS_DEBUG=1`` to see one for an unexpected failure.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 
+try:  # typer vendors its own click; its exceptions are the ones raised
+    from typer._click import exceptions as click_exc
+except ImportError:  # older typer on the real click
+    from click import exceptions as click_exc
+
 from latnas.errors import LatnasError
+
+MAX_MESSAGE = 300  # characters of an error message shown (a 1 MB bad value is not echoed back)
 
 COMMAND_MODULES = (
     "latnas.cli.profile_cmd",
@@ -62,21 +74,74 @@ def _register_all() -> None:
             _registered.append(name)
 
 
+def one_line(message: object, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line, printable, at most ``limit`` characters."""
+    text = " ".join(str(message).split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(message: object, code: int) -> int:
+    sys.stdout.flush()
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    return code
+
+
+def _usage_message(exc: click_exc.ClickException) -> str:
+    """click's message without the usage box; names the command for a usage error."""
+    msg = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click_exc.UsageError) and ctx is not None and ctx.command_path:
+        return f"{ctx.command_path.removeprefix('latnas').strip() or 'latnas'}: {msg}"
+    return msg
+
+
+def _empty_value(args: list[str]) -> str | None:
+    """An empty argument (``-o ''``, ``--out=``) is never meant: Path('') would silently become '.'."""
+    for i, tok in enumerate(args):
+        if tok == "":
+            prev = args[i - 1] if i and args[i - 1].startswith("-") else None
+            return f"empty value for {prev}" if prev else "empty argument"
+        if tok.startswith("--") and tok.endswith("=") and len(tok) > 3:
+            return f"empty value for {tok[:-1]}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (used by tests and the console script)."""
     _register_all()
+    args = list(sys.argv[1:] if argv is None else argv)
+    empty = _empty_value(args)
+    if empty:
+        return _error(empty, 2)
     try:
-        app(args=argv, prog_name="latnas")
-    except SystemExit as exc:  # typer/click exit, usage errors included (code 2)
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        rv = app(args=args, prog_name="latnas", standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:  # `latnas`, `latnas profiles`: show the help
+        exc.show()
+        return 2
+    except click_exc.ClickException as exc:  # usage errors, bad parameter values: one line, not a box
+        return _error(_usage_message(exc), 2)
+    except typer.Abort:
+        return _error("aborted", 1)
     except LatnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(exc, exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted: finished results are saved; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
+    except RecursionError:
+        return _error("input nested too deeply", 2)
+    except (OSError, UnicodeError) as exc:  # a user path or file that cannot be used
+        detail = getattr(exc, "strerror", None) or exc
+        name = getattr(exc, "filename", None)
+        return _error(f"{name}: {detail}" if name else detail, 2)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except Exception as exc:  # a bug, not bad input: still one line; LATNAS_DEBUG=1 shows the traceback
+        if os.environ.get("LATNAS_DEBUG"):
+            raise
+        return _error(f"unexpected {type(exc).__name__}: {exc} (set LATNAS_DEBUG=1 for a traceback)", 1)
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 def entry() -> None:
