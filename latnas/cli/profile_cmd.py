@@ -14,7 +14,8 @@ from typing import Optional
 
 import typer
 
-from latnas.errors import DataError, ShapeError, StoreError
+from latnas.cli.validate import MAX_BATCH, MAX_LIMIT, MAX_MODELS, MAX_SEED, MAX_THREADS, check_output
+from latnas.errors import DataError, NothingSucceeded, ShapeError, StoreError
 
 profiles_app = typer.Typer(help="Inspect and export profile stores.", no_args_is_help=True)
 
@@ -37,7 +38,7 @@ def _fmt_ms(value: float) -> str:
 
 
 def devices(
-    threads: int = typer.Option(1, "--threads", help="Thread count that goes into each fingerprint."),
+    threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="Thread count that goes into each fingerprint."),
 ) -> None:
     """List profiler backends: available or why not, and this device's fingerprint for each."""
     from rich.console import Console
@@ -71,16 +72,22 @@ def profile(
     space: str = typer.Option("fbnet", "--space", help="Search space whose blocks (or models) to profile."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend name (see `latnas devices`)."),
     store: Path = typer.Option(Path("profiles.db"), "--store", help="SQLite profile store (created if absent)."),
-    threads: int = typer.Option(1, "--threads", help="Intra-op threads, pinned while timing."),
-    batch: int = typer.Option(1, "--batch", help="Batch size of the profiled inputs."),
-    models: int = typer.Option(0, "--models", help="Profile N random whole models instead of the block table."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the random models."),
+    threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="Intra-op threads, pinned while timing."),
+    batch: int = typer.Option(1, "--batch", min=1, max=MAX_BATCH, help="Batch size of the profiled inputs."),
+    models: int = typer.Option(0, "--models", min=0, max=MAX_MODELS, help="Profile N random whole models instead of the block table."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed for the random models."),
     blocks: bool = typer.Option(False, "--blocks", help="With --models: profile the block table as well."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N blocks of the table."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, max=MAX_LIMIT, help="Only the first N blocks of the table."),
     quick: bool = typer.Option(False, "--quick", help="Lighter protocol (fewer warm-ups and repeats) for demos/tests."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    force: bool = typer.Option(False, "--force", help="Re-measure what the store already holds and replace it."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for another profiling run on this machine (default) or refuse at once."),
 ) -> None:
-    """Profile a space's unique blocks (default) or random whole models into a store; resumes."""
+    """Profile a space's unique blocks (default) or random whole models into a store; resumes.
+
+    One profiling run per machine at a time (runs would time each other); exit 1
+    when every block or model failed.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -93,6 +100,7 @@ def profile(
         raise DataError(f"--models must be >= 0, got {models}")
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
+    check_output(store, "--store", kind="file")
     config = _config(quick, threads)
     the_space = get_space(space, batch=batch)
     bk = require_available(get_backend(backend))
@@ -104,10 +112,10 @@ def profile(
                 specs = specs[:limit]
             for spec in specs:
                 spec.validate()
-            summaries.append(profile_blocks(bk, specs, db, config, progress=progress))
+            summaries.append(profile_blocks(bk, specs, db, config, progress=progress, force=force, wait=wait))
         if models:
             archs = the_space.random_archs(models, rng=seed)
-            summaries.append(profile_models(bk, the_space, archs, db, config, progress=progress))
+            summaries.append(profile_models(bk, the_space, archs, db, config, progress=progress, force=force, wait=wait))
     console = Console()
     table = Table("kind", "count", "done", "skipped", "failed", "median of medians (ms)", "noisy", "wall (s)")
     for s in summaries:
@@ -118,14 +126,19 @@ def profile(
     for s in summaries:
         for key, reason in s.failures:
             console.print(f"failed {key}: {reason}", markup=False, highlight=False)
+    failed = sum(s.failed for s in summaries)
+    if failed and not any(s.done or s.skipped or s.kept for s in summaries):
+        first = next(reason for s in summaries for _key, reason in s.failures)
+        raise NothingSucceeded(f"nothing was measured: all {failed} items failed on {bk.name} (first: {first})")
 
 
 def _open_existing(store: Path):
+    """Open a store for reading only: a missing, empty, foreign or damaged file is refused untouched."""
     from profilers import ProfileStore
 
-    if not store.exists():
+    if not store.exists() and not store.is_symlink():
         raise StoreError(f"no profile store at {store}")
-    return ProfileStore(store)
+    return ProfileStore(store, read_only=True)
 
 
 @profiles_app.command("export")
@@ -137,6 +150,9 @@ def export(
     kind: Optional[str] = typer.Option(None, "--kind", help="Only 'block' or 'model' rows."),
 ) -> None:
     """Export measurements (one row each, all statistics) to CSV."""
+    check_output(output, "-o", kind="file")
+    if kind is not None and kind not in ("block", "model"):
+        raise DataError(f"--kind must be block or model, not {kind!r}")
     with _open_existing(store) as db:
         n = db.export_csv(output, backend=backend, kind=kind, fingerprint=fingerprint, all_devices=fingerprint is None)
     typer.echo(f"wrote {n} rows to {output}")
