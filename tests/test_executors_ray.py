@@ -293,3 +293,20 @@ def test_missing_device_resource_is_one_line(ray_session, tmp_path):
     dev = FleetDevice("nowhere", _DyingBackend)
     with ProfileStore(tmp_path / "p.db") as store, pytest.raises(LatnasError, match="no resource 'device:nowhere'"):
         profile_fleet([dev], SPECS, store, FAST, dispatch="ray", progress=False)
+
+
+def test_fleet_cli_helper_profiles_a_fleet_file_directly(agents, tmp_path, capsys):
+    from latnas.cli.fleet_cmd import check_executor, run_fleet_profile
+    from latnas.spaces import get_space
+
+    with pytest.raises(LatnasError, match="unknown executor 'spark'"):
+        check_executor("spark")
+    fleet = tmp_path / "lab.json"
+    fleet.write_text(json.dumps({"devices": [
+        {"name": f"agent-{i}", "options": {"url": s.url, "token": TOKEN, "timeout_s": 60}} for i, s in enumerate(agents)]}))
+    store = tmp_path / "lab.db"
+    run_fleet_profile(get_space("fbnet"), "remote", store, FAST, "local", None, fleet, SPECS[:4], [], progress=False)
+    out = capsys.readouterr().out
+    assert "fleet of 2 device(s) via threads, 1 table(s)" in out and "done 4" in out
+    with ProfileStore(store) as db:
+        assert len(db.query(all_devices=True)) == 4
