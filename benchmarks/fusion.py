@@ -79,10 +79,12 @@ def block_case(c: int, stride: int, depthwise: bool, seed: int = 0):
 
 def model_case(seed: int = 0):
     space = get_space("repnas")
-    four = [max(c for c in slot.allowed if c < 8) for slot in space.layers]  # choice 7 = four branches
+    from latnas.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY
+
+    four = [FOUR_BRANCH_DBB] * space.n_layers  # the four-branch DBB (+ id where the shape is kept)
     torch.manual_seed(seed)
     multi = randomise_bn(space.build(four), seed)
-    plain = reparameterize_model(space.build([0] * space.n_layers))  # kxk only, fused: plain convs
+    plain = reparameterize_model(space.build([KXK_ONLY] * space.n_layers))  # fused: plain convs
     return "RepNAS model (9 layers, 4-branch)", multi, plain, torch.randn(1, *space.input_shape)
 
 

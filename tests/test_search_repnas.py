@@ -1,4 +1,4 @@
-"""RepNAS branch search: global top-k mask, STE gradients, warm-up rate, fused parity, tiny run."""
+"""RepNAS with the authors' schedule: exactly-k warm-up, selected-only STE, global top-k, BN reset, fusion."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,12 +13,15 @@ from latnas.search.repnas import (
     MaskBound,
     RepNASNet,
     fused_parity,
+    mask_to_arch,
     n_keep,
-    ste_topk_mask,
+    random_k_mask,
+    reset_bn,
+    selected_ste_mask,
     topk_mask,
-    warmup_mask,
 )
 from latnas.spaces import get_space
+from latnas.spaces.repnas import SEARCHABLE_BRANCHES
 
 torch.set_num_threads(1)
 
@@ -34,7 +37,7 @@ def tiny_data(n_train=48, n_val=32, res=16, classes=10, seed=0) -> SearchData:
 
 
 def branch_table(space) -> LatencyTable:
-    """A table that charges each optional branch a fixed cost (so the arch's latency depends on the mask)."""
+    """A table that charges each searchable branch a fixed cost (so the arch's latency depends on the mask)."""
     table = np.full((space.n_layers, space.n_choices), np.nan)
     for slot in space.layers:
         for c in slot.allowed:
@@ -42,69 +45,78 @@ def branch_table(space) -> LatencyTable:
     return LatencyTable(space.name, table, offset=2.0)
 
 
-TINY = dict(epochs=2, warmup_epochs=1, finetune_epochs=1, batch_size=16, max_batches=3, width_mult=0.125,
+TINY = dict(epochs=2, warmup_epochs=1, retrain_epochs=1, batch_size=16, max_batches=3, width_mult=0.125,
             resolution=16)
+N_LAYERS = 9
+TOTAL = N_LAYERS * len(SEARCHABLE_BRANCHES)
 
 
 def test_n_keep_rounds_and_validates():
-    assert n_keep(32, 0.34) == 11 and n_keep(32, 0.0) == 0 and n_keep(32, 1.0) == 32
+    assert n_keep(54, 0.34) == 18 and n_keep(32, 0.0) == 0 and n_keep(32, 1.0) == 32
     with pytest.raises(DataError):
         n_keep(10, 1.5)
 
 
-@pytest.mark.parametrize("k", [0, 1, 5, 11, 32])
+@pytest.mark.parametrize("k", [0, 1, 5, 18, 54])
 def test_topk_keeps_exactly_k_even_with_ties(k):
-    tied = torch.zeros(32)
+    tied = torch.zeros(54)
     assert int(topk_mask(tied, k).sum()) == k
-    coarse = torch.tensor([1.0, 1.0, 0.0, 1.0] * 8)  # many equal values across the cut
+    coarse = torch.tensor([1.0, 1.0, 0.0] * 18)  # many equal values across the cut
     assert int(topk_mask(coarse, k).sum()) == k
     g = torch.Generator().manual_seed(0)
     for noise in (0.0, 1.0):
-        for _ in range(20):
-            m = ste_topk_mask(coarse, k, noise=noise, generator=g)
+        for _ in range(10):
+            m = selected_ste_mask(coarse, k, noise=noise, generator=g)
             assert int(m.detach().sum()) == k
             assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
 
 
-def test_topk_picks_the_largest_scores():
-    s = torch.tensor([0.1, 3.0, -1.0, 2.0, 0.5])
-    assert topk_mask(s, 2).tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
-    assert ste_topk_mask(s, 2, noise=0.0).detach().tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+def test_topk_picks_the_largest_and_honours_required_layers():
+    s = torch.tensor([0.1, 3.0, -1.0, 2.0, 0.5, -2.0, -3.0])
+    assert topk_mask(s, 2).tolist() == [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    # the last layer (positions 5, 6) has no id: it keeps its best branch, the rest is global
+    m = topk_mask(s, 2, [slice(5, 7)])
+    assert m.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert int(topk_mask(s, 0, [slice(5, 7)]).sum()) == 1  # a required layer is never empty
 
 
-def test_ste_passes_nonzero_gradient_to_every_score():
+def test_ste_gradient_reaches_only_the_selected_scores():
     scores = torch.nn.Parameter(torch.randn(20, generator=torch.Generator().manual_seed(1)))
     weights = torch.randn(20, generator=torch.Generator().manual_seed(2))
-    mask = ste_topk_mask(scores, 7, tau=1.0, noise=1.0, generator=torch.Generator().manual_seed(3))
+    mask = selected_ste_mask(scores, 7, tau=1.0)
+    assert torch.equal(mask.detach(), topk_mask(scores, 7))  # forward: exactly the hard top-k
     (mask * weights).sum().backward()
-    assert torch.isfinite(scores.grad).all() and (scores.grad.abs() > 0).all()
+    on = mask.detach() > 0.5
+    assert torch.isfinite(scores.grad).all()
+    assert (scores.grad[on].abs() > 0).all() and (scores.grad[~on] == 0).all()
 
 
-def test_ste_gradient_through_the_network_reaches_every_branch_score():
+def test_ste_gradient_through_the_network():
     space = get_space("repnas")
     torch.manual_seed(0)
     net = RepNASNet(space, 3, 10, width_mult=0.125)
-    scores = torch.nn.Parameter(torch.zeros(net.n_optional))
-    k = n_keep(net.n_optional, 0.34)
-    mask = ste_topk_mask(scores, k, generator=torch.Generator().manual_seed(0))
+    assert net.n_searchable == TOTAL and len(net.required) == 4  # 4 layers change shape: no id there
+    scores = torch.nn.Parameter(torch.randn(TOTAL, generator=torch.Generator().manual_seed(0)))
+    k = n_keep(TOTAL, 0.34)
+    mask = selected_ste_mask(scores, k, net.required)
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
     torch.nn.functional.cross_entropy(net(x, mask), y).backward()
-    assert int(mask.detach().sum()) == k
-    assert torch.isfinite(scores.grad).all() and (scores.grad.abs() > 0).all()
+    on = mask.detach() > 0.5
+    assert int(on.sum()) == k
+    assert (scores.grad[on].abs() > 0).all() and (scores.grad[~on] == 0).all()
+    for sl in net.required:
+        assert mask.detach()[sl].sum() >= 1
 
 
-def test_warmup_samples_branches_at_the_fraction_rate():
+def test_warmup_draws_exactly_k_uniformly():
     g = torch.Generator().manual_seed(0)
-    scores = torch.zeros(32)
-    draws = torch.stack([warmup_mask(scores, 0.34, generator=g).detach() for _ in range(500)])
-    n = draws.numel()
-    rate = float(draws.mean())
-    assert abs(rate - 0.34) < 4 * np.sqrt(0.34 * 0.66 / n)
-    per_branch = draws.mean(0)  # every branch gets drawn, at about the same rate
-    assert float(per_branch.min()) > 0.2 and float(per_branch.max()) < 0.5
-    assert float(draws.sum(1).std()) > 0  # warm-up does NOT fix the count (independent draws)
-    high = torch.stack([warmup_mask(scores, 0.8, generator=g).detach() for _ in range(200)])
-    assert abs(float(high.mean()) - 0.8) < 4 * np.sqrt(0.8 * 0.2 / high.numel())
+    k = n_keep(TOTAL, 0.34)
+    draws = torch.stack([random_k_mask(TOTAL, k, generator=g) for _ in range(600)])
+    assert (draws.sum(1) == k).all()  # exactly k every step
+    per_branch = draws.mean(0)  # every branch drawn at about k / n
+    p = k / TOTAL
+    assert float((per_branch - p).abs().max()) < 5 * np.sqrt(p * (1 - p) / 600)
+    assert len({tuple(d.tolist()) for d in draws}) > 500  # different subsets
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
@@ -119,13 +131,16 @@ def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.randn(n, generator=g) * 0.2)
 
 
-def test_fused_model_matches_masked_multibranch_model():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_mask_fuses_exactly_with_random_bn(seed):
     space = get_space("repnas")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = RepNASNet(space, 3, 10, width_mult=0.25)
-    _randomize_bn(net, 1)
-    k = n_keep(net.n_optional, 0.34)
-    mask = topk_mask(torch.randn(net.n_optional, generator=torch.Generator().manual_seed(2)), k)
+    _randomize_bn(net, seed + 1)
+    k = n_keep(TOTAL, 0.34)
+    mask = topk_mask(torch.randn(TOTAL, generator=torch.Generator().manual_seed(seed + 2)), k, net.required)
+    id_layer = next(sl for sl in net.slices if sl not in net.required)
+    mask[id_layer] = 0.0  # a layer reduced to its identity BN
     net.eval()
     fused = reparameterize_model(net.pruned(mask))
     x = torch.randn(4, 3, 32, 32)
@@ -134,30 +149,42 @@ def test_fused_model_matches_masked_multibranch_model():
         out = fused(x)
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-4
     assert fused_parity(MaskBound(net, mask), fused, x) < 1e-4
-    # the fused model is plain convs: no multi-branch block left
     assert all(not m.branch for m in fused.modules() if hasattr(m, "branch_names"))
-    # only kept branches are copied: dropping a branch changes the model
-    other = mask.clone()
-    on = int(torch.nonzero(other)[0])
-    other[on] = 0.0
+    arch = mask_to_arch(space, net, mask)
+    assert 0 in arch and torch.equal(net.mask_of_arch(arch), mask)
+    other = mask.clone()  # only kept branches are copied: dropping one changes the model
+    other[int(torch.nonzero(other)[0])] = 0.0
     with torch.no_grad():
         assert not torch.allclose(net(x, other), ref)
 
 
-def test_tiny_run_keeps_exactly_k_after_warmup_and_fuses(tmp_path):
+def test_bn_reset_restores_fresh_statistics():
+    net = RepNASNet(get_space("repnas"), 3, 10, width_mult=0.125)
+    _randomize_bn(net, 0)
+    n = reset_bn(net)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert n == len(bns) > 0
+    for m in bns:
+        assert torch.all(m.running_mean == 0) and torch.all(m.running_var == 1)
+        assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+
+
+def test_tiny_run_schedule_and_fusion(tmp_path):
     space = get_space("repnas")
     table = branch_table(space)
     ctx = SearchContext(space, table, tiny_data(), seed=0, workdir=tmp_path, evals=1, options=dict(TINY))
     res = run_algorithm("repnas", ctx)
     ex = res.extra
     k = ex["k"]
-    assert k == n_keep(ex["total_optional"], 0.34) and ex["total_optional"] == 32
-    phases = [h["phase"] for h in res.history]
-    assert phases == ["warmup", "search", "finetune"]
-    for h in res.history[1:]:
+    assert k == 18 and ex["total_searchable"] == TOTAL
+    assert [h["phase"] for h in res.history] == ["warmup", "search", "retrain"]
+    for h in res.history:  # exactly k branches on at every step, warm-up included
         assert h["kept_per_step"] and all(c == k for c in h["kept_per_step"])
-    assert ex["kept_optional"] == k
-    assert sum(len(b.split("+")) - 1 for b in ex["kept_branches"]) == k
+    assert ex["kept_searchable"] == k and ex["bn_reset"] > 0
+    kept = [b.split("+") for b in ex["kept_branches"]]
+    assert sum(len([n for n in b if n and n != "id"]) for b in kept) == k
+    for slot, b in zip(space.layers, kept):  # id always on exactly where the shape is kept
+        assert ("id" in b) == (slot.stride == 1 and slot.cin == slot.cout)
     arch = res.archs[0]
     assert space.parse_arch(space.format_arch(arch)) == tuple(arch)
     assert res.predicted[0] == pytest.approx(float(table.predict(np.array([arch]))[0]))
@@ -166,11 +193,21 @@ def test_tiny_run_keeps_exactly_k_after_warmup_and_fuses(tmp_path):
     assert (tmp_path / "repnas_model.pt").is_file()
 
 
+def test_scores_are_frozen_during_warmup():
+    space = get_space("repnas")
+    res = run_algorithm("repnas", SearchContext(space, branch_table(space), tiny_data(), evals=1,
+                                                options=dict(TINY, epochs=1, retrain_epochs=0)))
+    assert res.extra["scores"] == [0.0] * TOTAL
+    res = run_algorithm("repnas", SearchContext(space, branch_table(space), tiny_data(), evals=1,
+                                                options=dict(TINY, retrain_epochs=0)))
+    assert any(s != 0.0 for s in res.extra["scores"])  # the search phase moves them
+
+
 def test_budget_drops_least_important_branches_and_other_spaces_are_refused():
     space = get_space("repnas")
     table = branch_table(space)
-    cheapest = float(table.predict(np.zeros((1, space.n_layers), dtype=int))[0])
-    budget = cheapest + 0.25 * 3  # room for only three optional branches
+    cheapest = float(table.min_arch()[1])
+    budget = cheapest + 0.25 * 3  # room for only three branches beyond the required ones
     scored = []
 
     def scorer(archs):
@@ -178,10 +215,10 @@ def test_budget_drops_least_important_branches_and_other_spaces_are_refused():
         return np.array([0.01 * sum(a) for a in archs], dtype=float)
 
     res = run_algorithm("repnas", SearchContext(space, table, tiny_data(seed=1), budget=Budget(budget), evals=3,
-                                                scorer=scorer, options=dict(TINY, epochs=1, finetune_epochs=0)))
+                                                scorer=scorer, options=dict(TINY, epochs=1, retrain_epochs=0)))
     assert np.all(np.asarray(res.predicted) <= budget + 1e-9)
-    assert res.extra["budget_fixes"] and res.extra["kept_optional"] <= 3
-    assert 1 <= res.evals == len(scored) <= 3  # the final mask and noisy top-k alternatives, each within budget
+    assert res.extra["budget_fixes"]
+    assert 1 <= res.evals == len(scored) <= 3
     assert np.all(table.predict(np.array(scored)) <= budget + 1e-9)
     with pytest.raises(DataError, match="DBB"):
         fb = get_space("fbnet")
@@ -196,10 +233,10 @@ def test_search_learns_digits_and_fused_model_keeps_accuracy():
 
     space = get_space("repnas")
     data = load_data(space=space, n_train=500, n_val=300, seed=0)
-    opts = dict(epochs=3, warmup_epochs=1, finetune_epochs=1, width_mult=0.25, resolution=16)
+    opts = dict(epochs=3, warmup_epochs=1, retrain_epochs=1, width_mult=0.25, resolution=16)
     res = run_algorithm("repnas", SearchContext(space, flops_table(space), data, evals=1, options=opts))
     ex = res.extra
-    assert ex["kept_optional"] == ex["k"] == 11
+    assert ex["kept_searchable"] == ex["k"] == 18
     assert ex["fused_parity_rel"] < 1e-4
     assert ex["fused_val_acc"] > 0.5  # chance is 0.1
     assert ex["fused_val_acc"] == pytest.approx(ex["masked_val_acc"], abs=2.0 / 300)

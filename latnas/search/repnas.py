@@ -1,241 +1,88 @@
-"""RepNAS branch search (algorithm ``"repnas"``) on the ``repnas`` space.
+"""RepNAS branch search (algorithm ``"repnas"``) on the ``repnas`` space, with the authors' schedule.
 
 Every searchable layer is a :class:`~latnas.blocks.DiverseBranchBlock` with
-all of its candidate branches; ``kxk`` is always on, every OPTIONAL branch
-has a learnable importance score. One **global** top-k over all optional
-branches of the network (``k = round(fraction x total)``) gives a hard 0/1
-mask, so the network keeps exactly ``k`` optional branches (the branch-number
-constraint of RepNAS's ODBB search). Branch outputs are multiplied by the
-mask; training uses a straight-through estimator: the forward pass uses the
-hard mask, the backward pass sends gradients to the scores through
-``sigmoid((s + g - t) / tau)`` (``g`` Gumbel noise, ``t`` the top-k
-threshold). Before that, a warm-up samples each branch on with probability
-``fraction`` (independently), so all branches get trained.
+the six searchable branches of the authors' code (1x1, 1x1-avg, kxk, 1x1-kxk,
+1xk, kx1) plus the identity BN, always on (not searched) where the layer keeps
+its shape. Each searchable branch has an importance score; ONE global top-k
+over all of them (``k = round(fraction x total)``, 0.34 by default) is the
+branch-number constraint of RepNAS's ODBB search. A layer without ``id`` keeps
+at least one branch (its best), so every mask is a valid arch.
 
-After the search the final mask (top-k of the scores, no noise) is fixed, the
-weights are fine-tuned briefly, the kept branches are copied into plain DBBs
-and fused with :func:`latnas.reparam.reparameterize_model`; the fused model is
-checked against the masked multi-branch model. The arch is the per-layer
-branch mask in the space's encoding (:mod:`latnas.spaces.repnas`), its latency
-comes from the context's table (``table.space == "repnas"``).
+Schedule, as in the authors' code:
 
-The termination's evaluation count is the number of candidate archs scored
-with the problem's scorer (``ask``/``tell``): the final mask, then masks
-drawn as noisy top-k of the learned scores (fitted to the budget the same
-way). The trained model's own accuracies are in ``extra`` (``masked_val_acc``,
-``fused_val_acc``). Options: :class:`RepNAS.Options`. Resuming is refused.
+1. **warm-up** (``warmup_epochs``): every step a uniformly random subset of
+   exactly ``k`` branches is on; the scores are frozen (no score update).
+2. **search**: the mask is the hard top-k ``m`` of the scores, made
+   differentiable straight-through on the selected branches only:
+   ``mask = m + m * (sigmoid(s/tau) - sigmoid(s/tau).detach())`` (forward:
+   exactly ``m``; gradient: only scores of selected branches). Weights (SGD)
+   and scores (Adam) are updated together on the train split.
+3. **BN reset and retrain** (``retrain_epochs``): the final mask is fixed,
+   every BN's statistics and affine parameters are reset, and the weights are
+   retrained with that mask (fresh cosine schedule).
+4. **fusion**: the kept branches are copied into plain DBBs and fused with
+   :func:`latnas.reparam.reparameterize_model`; the fused model is checked
+   against the masked multi-branch model (``extra["fused_parity_rel"]``).
+
+The arch is the per-layer branch mask in the space's encoding
+(:mod:`latnas.spaces.repnas`); its latency comes from the problem's table. The
+termination's evaluation count is the number of candidate archs scored with
+the problem's scorer: the final mask, then noisy top-k masks of the learned
+scores. Options: :class:`RepNAS.Options`. Resuming is refused.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from latnas.blocks.dbb import DiverseBranchBlock
 from latnas.errors import DataError
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.evolution import result_from
+from latnas.search.repnas_net import (  # noqa: F401  (re-exported: the mask helpers live there)
+    MaskBound,
+    MaskedDBB,
+    RepNASNet,
+    fused_parity,
+    gumbel_noise,
+    mask_to_arch,
+    n_keep,
+    random_k_mask,
+    reset_bn,
+    selected_ste_mask,
+    topk_mask,
+)
 from latnas.search.training import accuracy, at_resolution, batches, torch_threads, training_data
-from latnas.spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
 
-ALWAYS_ON = "kxk"
-# ------------------------------------------------------------------- masks
-def n_keep(total: int, fraction: float) -> int:
-    """``k = round(fraction x total)``, clipped to ``[0, total]``."""
-    if not 0.0 <= fraction <= 1.0:
-        raise DataError(f"repnas fraction must lie in [0, 1], got {fraction}")
-    return min(total, max(0, int(round(fraction * total))))
 
-
-def topk_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Hard 0/1 mask of the ``k`` largest entries: exactly ``k`` ones, ties broken by index."""
-    mask = torch.zeros_like(values)
-    if k > 0:
-        # stable sort: among equal values the lower index wins, so ties never change the count
-        order = torch.sort(values.detach(), descending=True, stable=True).indices
-        mask[order[:k]] = 1.0
-    return mask
-
-
-def gumbel_noise(shape: Sequence[int] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
-    u = torch.rand(tuple(shape), generator=generator).clamp_(1e-9, 1.0 - 1e-9)
-    return -torch.log(-torch.log(u))
-
-
-def ste_topk_mask(scores: torch.Tensor, k: int, tau: float = 1.0, noise: float = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Straight-through global top-k mask.
-
-    Forward value: the hard top-k of ``scores + noise * gumbel`` (exactly ``k``
-    ones). Gradient: that of ``sigmoid((scores + noise * gumbel - t) / tau)``
-    with ``t`` midway between the k-th and (k+1)-th noisy scores, so every
-    score gets a non-zero gradient.
-    """
-    noisy = scores + noise * gumbel_noise(scores.shape, generator) if noise > 0 else scores
-    hard = topk_mask(noisy, k)
-    ordered = torch.sort(noisy.detach(), descending=True).values
-    n = ordered.numel()
-    if k <= 0:
-        thr = ordered[0] + 1.0
-    elif k >= n:
-        thr = ordered[-1] - 1.0
-    else:
-        thr = 0.5 * (ordered[k - 1] + ordered[k])
-    soft = torch.sigmoid((noisy - thr) / tau)
-    return hard + (soft - soft.detach())  # exactly the hard value forward (x - x == 0)
-
-
-def warmup_mask(scores: torch.Tensor, fraction: float, tau: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Warm-up mask: each branch on with probability ``fraction`` (independent draws).
-
-    Straight-through to ``sigmoid(scores / tau)`` so the scores already learn
-    which branches help while the weights warm up.
-    """
-    hard = (torch.rand(scores.shape, generator=generator) < fraction).to(scores.dtype)
-    soft = torch.sigmoid(scores / tau)
-    return hard + (soft - soft.detach())  # exactly the hard value forward (x - x == 0)
-
-
-# ------------------------------------------------------------------ network
-def _ch(c: int, mult: float, divisor: int = 4) -> int:
-    return max(divisor, int(math.ceil(c * mult / divisor)) * divisor)
-
-
-class MaskedDBB(nn.Module):
-    """A DBB whose optional branch outputs are multiplied by mask entries."""
-
-    def __init__(self, block: DiverseBranchBlock, optional: Sequence[str]):
-        super().__init__()
-        self.block = block
-        self.optional = tuple(optional)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = self.block.branch[ALWAYS_ON](x)
-        for i, name in enumerate(self.optional):
-            out = out + mask[i] * self.block.branch[name](x)
-        return self.block.act(out)
-
-
-class RepNASNet(nn.Module):
-    """The ``repnas`` space's backbone with every candidate branch, at ``width_mult`` x channels."""
-
-    def __init__(self, space: SearchSpace, in_channels: int, num_classes: int, width_mult: float = 0.25):
-        super().__init__()
-        self.space_name = space.name
-        stem = space.stem[0]
-        stem_c = _ch(stem.cout, width_mult)
-        self.stem = DiverseBranchBlock(in_channels, stem_c, stem.kernel, stem.stride, 1, branches=stem.branches or None)
-        self.layers = nn.ModuleList()
-        self.branch_index: list[tuple[int, str]] = []  # flat position -> (layer, branch)
-        self.slices: list[slice] = []
-        for slot in space.layers:
-            names: list[str] = []
-            for c in slot.allowed:
-                for b in space.choices[c].branches.split("+"):
-                    if b and b != ALWAYS_ON and b not in names:
-                        names.append(b)
-            kernel = space.choices[slot.allowed[0]].kernel
-            block = DiverseBranchBlock(_ch(slot.cin, width_mult), _ch(slot.cout, width_mult), kernel, slot.stride,
-                                       1, branches=(ALWAYS_ON, *names))
-            optional = [b for b in block.branch_names if b != ALWAYS_ON]  # canonical order
-            start = len(self.branch_index)
-            self.branch_index.extend((slot.index, b) for b in optional)
-            self.slices.append(slice(start, len(self.branch_index)))
-            self.layers.append(MaskedDBB(block, optional))
-        last = _ch(space.layers[-1].cout, width_mult)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(last, num_classes))
-
-    @property
-    def n_optional(self) -> int:
-        return len(self.branch_index)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer, sl in zip(self.layers, self.slices):
-            x = layer(x, mask[sl])
-        return self.head(x)
-
-    def kept_branches(self, mask: torch.Tensor) -> list[tuple[str, ...]]:
-        """Per layer, the branches a 0/1 mask keeps (``kxk`` first)."""
-        m = mask.detach()
-        return [(ALWAYS_ON, *(b for b, v in zip(layer.optional, m[sl]) if v > 0.5))
-                for layer, sl in zip(self.layers, self.slices)]
-
-    @torch.no_grad()
-    def pruned(self, mask: torch.Tensor) -> nn.Sequential:
-        """A plain multi-branch model with only the kept branches (weights copied)."""
-        blocks: list[nn.Module] = [self.stem]
-        for layer, kept in zip(self.layers, self.kept_branches(mask)):
-            src = layer.block
-            dst = DiverseBranchBlock(src.in_channels, src.out_channels, src.kernel_size, src.stride, src.groups,
-                                     branches=kept)
-            for name in dst.branch_names:
-                dst.branch[name].load_state_dict(src.branch[name].state_dict())
-            blocks.append(dst)
-        model = nn.Sequential(*[copy.deepcopy(b) for b in blocks], copy.deepcopy(self.head))
-        model.train(self.training)
-        return model
-
-
-class MaskBound(nn.Module):
-    """``net(x, mask)`` with the mask fixed: the masked multi-branch model as a plain module."""
-
-    def __init__(self, net: RepNASNet, mask: torch.Tensor):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mask", mask.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.mask)
-
-
-def mask_to_arch(space: SearchSpace, net: RepNASNet, mask: torch.Tensor) -> tuple[int, ...]:
-    """The space arch (per-layer branch-mask choice) of a 0/1 mask."""
-    from latnas.spaces.repnas import branches_choice
-
-    return space.parse_arch([branches_choice(kept) for kept in net.kept_branches(mask)])
-
-
-def fused_parity(model: nn.Module, fused: nn.Module, x: torch.Tensor) -> float:
-    """Max |fused - multi-branch| relative to max |multi-branch| on ``x`` (both in eval mode)."""
-    model.eval()
-    fused.eval()
-    with torch.no_grad():
-        a, b = model(x), fused(x)
-    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
-
-
-# ---------------------------------------------------------------- algorithm
 @register_algorithm("repnas")
 class RepNAS(Algorithm):
     """RepNAS branch search; see the module docstring."""
 
     @dataclass
     class Options:
-        epochs: int = 5  # warm-up included
-        warmup_epochs: int = 1
-        fraction: float = 0.34  # share of optional branches kept (global top-k)
-        finetune_epochs: int = 2
+        epochs: int = 5  # warm-up + search epochs
+        warmup_epochs: int = 1  # exactly-k random branches, scores frozen
+        fraction: float = 0.34  # share of searchable branches kept (global top-k)
+        retrain_epochs: int = 2  # after the search: BN reset, then the fixed mask is retrained
+        bn_reset: bool = True  # reset BN statistics and affine parameters before the retrain
         batch_size: int = 32
         max_batches: int | None = None  # per epoch; None = all
         resolution: int | None = 32  # larger inputs are downsampled
         width_mult: float = 0.5  # proxy width of the trained network
         w_lr: float = 0.05
         s_lr: float = 0.05
-        tau: float = 1.0  # sigmoid temperature of the STE
-        noise: float = 1.0  # Gumbel noise scale on the scores (0 = none)
+        tau: float = 1.0  # sigmoid temperature of the straight-through mask
+        noise: float = 0.0  # Gumbel noise on the scores when picking the top-k (0 = the authors' plain top-k)
         threads: int = 1  # torch intra-op threads during the run (0 = unchanged)
 
     def _steps(self):
@@ -243,13 +90,15 @@ class RepNAS(Algorithm):
         with torch_threads(int(self.options.threads)):
             state = _run(self.problem, self.options, self.seed, self.workdir, self.progress)
         evaluator, _ = self.evaluator()
+        net = state["net"]
         candidates = [state["arch"]]
         gen = torch.Generator().manual_seed(self.seed + 1)
         tries = 0
         while len(candidates) < evaluator.max_evals and tries < 20 * evaluator.max_evals:
             tries += 1
-            mask = topk_mask(state["scores"] + float(self.options.noise or 1.0) * gumbel_noise(state["scores"].shape, gen), state["k"])
-            arch, _ = _fit_budget(self.problem, state["net"], mask, state["scores"])
+            noisy = state["scores"] + float(self.options.noise or 1.0) * gumbel_noise(state["scores"].shape, gen)
+            mask = topk_mask(noisy, state["k"], net.required)
+            arch, _ = _fit_budget(self.problem, net, mask, state["scores"])
             if arch not in candidates:
                 candidates.append(arch)
         yield from score_with(evaluator, np.asarray(candidates, dtype=np.int64))
@@ -258,18 +107,21 @@ class RepNAS(Algorithm):
         return res
 
 
-def _fit_budget(problem, net: "RepNASNet", mask: torch.Tensor, scores: torch.Tensor) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
-    """Drop the least important kept branches of ``mask`` (in place) until its arch meets the budget."""
+def _fit_budget(problem, net: RepNASNet, mask: torch.Tensor, scores: torch.Tensor) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+    """Drop the least important kept branches of ``mask`` (in place) until its arch meets the budget
+    (never the last branch of a layer without ``id``)."""
     space, table = problem.space, problem.latency_table
     arch = mask_to_arch(space, net, mask)
     fixes: list[dict[str, Any]] = []
     if problem.budget is None:
         return arch, fixes
     predicted = float(table.predict(np.array([arch]))[0])
-    order = [int(i) for i in torch.argsort(scores.detach()) if mask[i] > 0.5]
+    order = [int(i) for i in torch.argsort(scores.detach(), stable=True) if mask[i] > 0.5]
     for i in order:
         if predicted <= problem.budget.value:
             break
+        if any(sl.start <= i < sl.stop and int(mask[sl].sum()) <= 1 for sl in net.required):
+            continue
         mask[i] = 0.0
         arch = mask_to_arch(space, net, mask)
         predicted = float(table.predict(np.array([arch]))[0])
@@ -277,74 +129,74 @@ def _fit_budget(problem, net: "RepNASNet", mask: torch.Tensor, scores: torch.Ten
     return arch, fixes
 
 
-def _run(problem, opt, seed: int, workdir, progress) -> dict[str, Any]:
-    space, table = problem.space, problem.latency_table
-    if any(space.choices[c].op != "dbb" for slot in space.layers for c in slot.allowed) or not space.stem:
-        raise DataError(f"repnas searches DBB branch masks; space {space.name!r} has no DBB layers (use --space repnas)")
-    data = at_resolution(training_data(problem, seed), opt.resolution)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    net = RepNASNet(space, int(data.x_train.shape[1]), int(data.num_classes), float(opt.width_mult))
-    total = net.n_optional
-    fraction = float(opt.fraction)
-    k = n_keep(total, fraction)
-    scores = nn.Parameter(torch.zeros(total))
-    epochs, warm = int(opt.epochs), int(opt.warmup_epochs)
-    ft_epochs = int(opt.finetune_epochs)
+def train_epochs(net: RepNASNet, data, mask_fn, epochs: int, opt, gen: torch.Generator, scores=None,
+                 s_opt=None, phase: str = "retrain", history: list | None = None, progress=None) -> None:
+    """Train ``net`` for ``epochs`` with ``mask_fn()`` per step (scores updated when ``s_opt`` is given)."""
     bs, limit = int(opt.batch_size), (opt.max_batches or None)
     steps = min(math.ceil(len(data.x_train) / bs), limit or 10**9)
     w_opt = torch.optim.SGD(net.parameters(), lr=float(opt.w_lr), momentum=0.9, nesterov=True, weight_decay=4e-5)
-    w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, (epochs + ft_epochs) * steps))
-    s_opt = torch.optim.Adam([scores], lr=float(opt.s_lr), betas=(0.5, 0.999))
-    tau, noise = float(opt.tau), float(opt.noise)
-    history: list[dict[str, Any]] = []
-    on_rate: list[float] = []
-    for epoch in range(epochs + ft_epochs):
-        phase = "warmup" if epoch < warm else ("search" if epoch < epochs else "finetune")
-        final = topk_mask(scores, k) if phase == "finetune" else None
+    w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, epochs * steps))
+    for epoch in range(epochs):
         counts: list[int] = []
         loss_sum = correct = seen = 0
         net.train()
         for xb, yb in batches(data.x_train, data.y_train, bs, gen, limit):
-            if phase == "warmup":
-                mask = warmup_mask(scores, fraction, tau, gen)
-                on_rate.append(float(mask.detach().mean()))
-            elif phase == "search":
-                mask = ste_topk_mask(scores, k, tau, noise, gen)
-            else:
-                mask = final
+            mask = mask_fn()
             counts.append(int(mask.detach().round().sum()))
             out = net(xb, mask)
             loss = F.cross_entropy(out, yb)
             w_opt.zero_grad(set_to_none=True)
-            s_opt.zero_grad(set_to_none=True)
+            if s_opt is not None:
+                s_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             w_opt.step()
             w_sched.step()
-            if phase != "finetune":
+            if s_opt is not None:
                 s_opt.step()
             loss_sum += float(loss.detach()) * len(yb)
             correct += int((out.argmax(1) == yb).sum())
             seen += len(yb)
-        note = {
-            "epoch": epoch,
-            "phase": phase,
-            "train_loss": loss_sum / max(1, seen),
-            "train_acc": correct / max(1, seen),
-            "kept_per_step": counts,
-            "arch": space.format_arch(mask_to_arch(space, net, topk_mask(scores, k))),
-        }
-        history.append(note)
-        log.info("repnas epoch %d (%s): loss %.3f acc %.3f", epoch, phase, note["train_loss"], note["train_acc"])
+        note = {"phase": phase, "epoch": epoch, "train_loss": loss_sum / max(1, seen),
+                "train_acc": correct / max(1, seen), "kept_per_step": counts}
+        if history is not None:
+            history.append(note)
+        log.info("repnas %s epoch %d: loss %.3f acc %.3f", phase, epoch, note["train_loss"], note["train_acc"])
         if progress is not None:
-            progress(epoch + 1, epochs + ft_epochs, f"{phase} epoch {epoch + 1}/{epochs + ft_epochs} acc={note['train_acc']:.3f}")
+            progress(epoch + 1, epochs, f"{phase} epoch {epoch + 1}/{epochs} acc={note['train_acc']:.3f}")
 
-    final = topk_mask(scores, k)
+
+def _run(problem, opt, seed: int, workdir, progress) -> dict[str, Any]:
+    space, table = problem.space, problem.latency_table
+    if space.name != "repnas" or any(space.choices[c].op != "dbb" for slot in space.layers for c in slot.allowed):
+        raise DataError(f"repnas searches DBB branch masks; space {space.name!r} is not the repnas space (use --space repnas)")
+    data = at_resolution(training_data(problem, seed), opt.resolution)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = RepNASNet(space, int(data.x_train.shape[1]), int(data.num_classes), float(opt.width_mult))
+    total = net.n_searchable
+    k = n_keep(total, float(opt.fraction))
+    scores = torch.nn.Parameter(torch.zeros(total))
+    warm, search = int(opt.warmup_epochs), max(0, int(opt.epochs) - int(opt.warmup_epochs))
+    tau, noise = float(opt.tau), float(opt.noise)
+    history: list[dict[str, Any]] = []
+    # 1. warm-up: exactly k random branches per step, scores frozen
+    train_epochs(net, data, lambda: random_k_mask(total, k, net.required, gen), warm, opt, gen,
+                 phase="warmup", history=history, progress=progress)
+    # 2. search: hard top-k forward, straight-through gradient to the selected scores only
+    s_opt = torch.optim.Adam([scores], lr=float(opt.s_lr), betas=(0.5, 0.999))
+    train_epochs(net, data, lambda: selected_ste_mask(scores, k, net.required, tau, noise, gen), search, opt, gen,
+                 scores=scores, s_opt=s_opt, phase="search", history=history, progress=progress)
+    final = topk_mask(scores, k, net.required)
     arch = mask_to_arch(space, net, final)
     fixes: list[dict[str, Any]] = []
     if table.space == space.name and table.n_layers == space.n_layers:
         arch, fixes = _fit_budget(problem, net, final, scores)
+    # 3. BN reset and retrain of the chosen mask
+    n_bn = reset_bn(net) if opt.bn_reset else 0
+    train_epochs(net, data, lambda: final, int(opt.retrain_epochs), opt, gen, phase="retrain", history=history,
+                 progress=progress)
+    # 4. fuse
     predicted = float(table.predict(np.array([arch]))[0])
     net.eval()
     masked_acc = accuracy(lambda x: net(x, final), data.x_val, data.y_val)
@@ -356,26 +208,41 @@ def _run(problem, opt, seed: int, workdir, progress) -> dict[str, Any]:
     fused_acc = accuracy(fused, data.x_val, data.y_val)
     if parity > 1e-4:
         log.warning("repnas: fused model differs from the multi-branch model by %.2e (relative)", parity)
-    kept = net.kept_branches(final)
     extra: dict[str, Any] = {
         "k": k,
-        "total_optional": total,
-        "fraction": fraction,
-        "kept_optional": int(final.sum()),
-        "kept_branches": ["+".join(b) for b in kept],
+        "total_searchable": total,
+        "fraction": float(opt.fraction),
+        "kept_searchable": int(final.sum()),
+        "kept_branches": ["+".join(b) for b in net.kept_branches(final)],
         "scores": [round(float(s), 4) for s in scores.detach()],
         "branch_index": [list(b) for b in net.branch_index],
-        "warmup_on_rate": float(np.mean(on_rate)) if on_rate else None,
+        "bn_reset": n_bn,
         "masked_val_acc": masked_acc,
         "fused_val_acc": fused_acc,
         "fused_parity_rel": parity,
         "budget_fixes": fixes,
         "options": dataclasses.asdict(opt),
         "data": data.name,
+        "predicted": predicted,
     }
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         torch.save({"model": pruned.state_dict(), "fused": fused.state_dict(), "scores": scores.detach()},
                    workdir / "repnas_model.pt")
-    extra["predicted"] = predicted
     return {"arch": tuple(arch), "net": net, "scores": scores.detach(), "k": k, "history": history, "extra": extra}
+
+
+def train_fixed_mask(space, data, arch, opt: "RepNAS.Options", seed: int = 0) -> dict[str, float]:
+    """Train the network with one fixed arch (mask) for ``opt.epochs + opt.retrain_epochs`` epochs, fuse it,
+    and return its validation accuracy: the baseline a searched mask is compared with at equal training."""
+    data = at_resolution(data, opt.resolution)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = RepNASNet(space, int(data.x_train.shape[1]), int(data.num_classes), float(opt.width_mult))
+    mask = net.mask_of_arch(space.parse_arch(arch))
+    train_epochs(net, data, lambda: mask, int(opt.epochs) + int(opt.retrain_epochs), opt, gen)
+    from latnas.reparam import reparameterize_model
+
+    fused = reparameterize_model(net.pruned(mask).eval())
+    return {"fused_val_acc": accuracy(fused, data.x_val, data.y_val),
+            "fused_parity_rel": fused_parity(MaskBound(net, mask), fused, data.x_val[:64])}
