@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,9 @@ class ArchTable:
 ARCH_COLUMNS = ("arch", "arch_str")  # detected in this order when no column is named
 
 
+MAX_TABLE_VALUE = 1e15  # larger than any latency, FLOP or parameter count a table holds
+
+
 def load_arch_table(path: str | Path, space, arch_column: str | None = None) -> ArchTable:
     """Read a CSV of archs of ``space`` with measured columns.
 
@@ -114,9 +118,13 @@ def load_arch_table(path: str | Path, space, arch_column: str | None = None) -> 
         strings.append(text)
         for n in names:
             try:
-                cols[n][i] = float(row[n])
+                value = float(row[n])
             except (TypeError, ValueError):
-                pass
+                continue
+            if math.isfinite(value) and abs(value) > MAX_TABLE_VALUE:  # 1e308 overflows every fit (inf: refused at training)
+                raise DataError(f"table {path} row {i + 2} column {n[:40]!r}: value {row[n][:40]!r} is out of range "
+                                f"(|value| <= {MAX_TABLE_VALUE:g})")
+            cols[n][i] = value
     numeric = {n: v for n, v in cols.items() if np.isfinite(v).any()}
     return ArchTable(space.name, strings, archs, numeric)
 

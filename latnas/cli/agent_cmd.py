@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from latnas.cli.validate import MAX_PORT, MAX_TIMEOUT_S
+
 agent_app = typer.Typer(
     help="Remote profiling agent: serve on the device to measure, query it from elsewhere.",
     no_args_is_help=True,
@@ -21,7 +23,7 @@ def serve_cmd(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to listen on. Loopback by default; any other host prints a warning."
     ),
-    port: int = typer.Option(8765, "--port", help="TCP port (0 picks a free one)."),
+    port: int = typer.Option(8765, "--port", min=0, max=MAX_PORT, help="TCP port (0 picks a free one)."),
     token_file: Optional[Path] = typer.Option(
         None, "--token-file", help="File whose first line is the bearer token clients must send (>= 16 chars)."
     ),
@@ -49,7 +51,7 @@ def info_cmd(
     url: Optional[str] = typer.Option(None, "--url", help="Agent URL, e.g. http://127.0.0.1:8765 (default: $LATNAS_AGENT_URL)."),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="File whose first line is the agent token."),
     token: Optional[str] = typer.Option(None, "--token", help="Agent token (visible in `ps`; default: $LATNAS_AGENT_TOKEN)."),
-    timeout_s: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the agent."),
+    timeout_s: float = typer.Option(10.0, "--timeout", min=0.1, max=MAX_TIMEOUT_S, help="Seconds to wait for the agent."),
     as_json: bool = typer.Option(False, "--json", help="Print the agent's full JSON reply."),
 ) -> None:
     """Show an agent's backends and device fingerprint."""

@@ -23,6 +23,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from latnas.cli.validate import MAX_EVALS, MAX_MODELS, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, check_output
 from latnas.errors import LatnasError
 
 console = Console()
@@ -69,14 +70,23 @@ def search_summary(result_json: Path) -> dict | None:
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Folder for the store, predictor, search results."),
-    models: int = typer.Option(60, "--models", help="Random whole models to profile (correction + hold-out check)."),
-    evals: int = typer.Option(60, "--evals", help="Archs whose accuracy is estimated during search."),
-    resolution: int = typer.Option(16, "--resolution", help="Image side for the random-weight accuracy estimate."),
-    executorch_blocks: int = typer.Option(12, "--executorch-blocks", help="Blocks to profile on ExecuTorch (0 = skip)."),
+    models: int = typer.Option(60, "--models", min=0, max=MAX_MODELS, help="Random whole models to profile (correction + hold-out check)."),
+    evals: int = typer.Option(60, "--evals", min=1, max=MAX_EVALS, help="Archs whose accuracy is estimated during search."),
+    resolution: int = typer.Option(16, "--resolution", min=MIN_RESOLUTION, max=MAX_RESOLUTION, help="Image side for the random-weight accuracy estimate."),
+    executorch_blocks: int = typer.Option(12, "--executorch-blocks", min=0, max=10_000, help="Blocks to profile on ExecuTorch (0 = skip)."),
     quick: bool = typer.Option(False, "--quick", help="Light timing protocol and small sizes (smoke test)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
 ) -> None:
     """Profile -> train -> search -> export on the FBNet space with CPU runtimes."""
+    from latnas.cli.quiet import filtered_stderr, quiet_loggers
+
+    check_output(out, "-o", kind="dir")
+    quiet_loggers()  # third-party noise a user cannot act on (torchao, torch pytree, ExecuTorch runtime)
+    with filtered_stderr():
+        _demo(out, models, evals, resolution, executorch_blocks, quick, seed)
+
+
+def _demo(out: Path, models: int, evals: int, resolution: int, executorch_blocks: int, quick: bool, seed: int) -> None:
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     store = out / "profiles.db"

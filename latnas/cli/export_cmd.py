@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from latnas.cli.validate import MAX_BATCH, MAX_SEED, check_input_file, check_output
 from latnas.errors import LatnasError
 
 
@@ -55,9 +56,9 @@ def register(app: typer.Typer) -> None:
         formats: str = typer.Option("onnx", "--format", help="Comma-separated: onnx,executorch,tensorrt."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="State dict (.pt), loaded with weights_only=True."),
         no_fuse: bool = typer.Option(False, "--no-fuse", help="Export the multi-branch model as is."),
-        batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the exported input."),
+        batch: int = typer.Option(1, "--batch", min=1, max=MAX_BATCH, help="Batch size of the exported input."),
         precision: str = typer.Option("fp32", "--precision", help="TensorRT precision: fp32 or fp16 (strongly typed)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the random weights (no checkpoint) and the parity input."),
+        seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the random weights (no checkpoint) and the parity input."),
     ) -> None:
         """Export an arch to ONNX / ExecuTorch (.pte, XNNPACK) / TensorRT with parity checks and JSON sidecars.
 
@@ -73,6 +74,9 @@ def register(app: typer.Typer) -> None:
         names = parse_formats(formats)
         if precision not in ("fp32", "fp16"):
             raise ExportError(f"unknown precision {precision!r} (use fp32 or fp16)")
+        check_output(out, "-o", kind="dir")  # before building, fusing and lowering
+        if checkpoint is not None:
+            check_input_file(checkpoint, "--checkpoint")
         sp = get_space(space, batch=batch)
         arch_t = sp.parse_arch(arch)
         torch.manual_seed(seed)

@@ -15,7 +15,9 @@ from typing import Optional
 
 import typer
 
-from latnas.errors import DataError
+from latnas.cli.validate import (MAX_ESTIMATORS, MAX_N_TRAIN, MAX_SEED, check_choice, check_input_file, check_output,
+                                 read_text_lines, split_names)
+from latnas.errors import DataError, UnknownNameError
 
 
 def _clean(obj):
@@ -30,7 +32,7 @@ def _store_records(path: Path, backend: str, fingerprint: str | None) -> list[di
     """Plain records from a profile store (the profilers' public export, the one read path)."""
     from profilers.store import ProfileStore
 
-    with ProfileStore(path, fingerprint=fingerprint) as store:
+    with ProfileStore(path, fingerprint=fingerprint, read_only=True) as store:
         return store.to_records(backend=backend) if fingerprint else store.to_records(backend=backend, all_devices=True)
 
 
@@ -43,34 +45,40 @@ def train(
     arch_column: Optional[str] = typer.Option(None, "--arch-column", help=ARCH_COLUMN_HELP),
     target: Optional[str] = typer.Option(None, "--target", help="latency column to learn, e.g. raspi4_ms"),
     space: str = typer.Option("fbnet", "--space", help="search space of the archs"),
-    n_train: Optional[int] = typer.Option(None, "--n-train", help="rows to train on (random, by --seed); default all"),
-    seed: int = typer.Option(0, "--seed", help="seed of the train-row choice"),
-    model: str = typer.Option("xgb", "--model", help="xgb | ridge | flops | params | any registered (arch level); rf | lut (with --store)"),
+    n_train: Optional[int] = typer.Option(None, "--n-train", min=1, max=MAX_N_TRAIN, help="rows to train on (random, by --seed); default all"),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="seed of the train-row choice"),
+    model: Optional[str] = typer.Option(None, "--model", help="xgb (default) | ridge | flops | params | any registered (arch level); rf (default) | lut (with --store)"),
     transfer_from: Optional[str] = typer.Option(None, "--transfer-from", help="comma-separated source columns for few-shot transfer"),
     store: Optional[Path] = typer.Option(None, "--store", help="profile store (SQLite) to train a block-level model from"),
     backend: Optional[str] = typer.Option(None, "--backend", help="backend of the profiles to use (with --store)"),
     fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="device fingerprint (with --store, if it holds several)"),
     correction: str = typer.Option("linear", "--correction", help="linear | isotonic | none: block-sum correction (with --store)"),
     stat: str = typer.Option("median_ms", "--stat", help="median_ms | min_ms: profile statistic to learn (with --store)"),
-    n_estimators: Optional[int] = typer.Option(None, "--n-estimators", help="max trees (xgb) / trees per forest (rf)"),
+    n_estimators: Optional[int] = typer.Option(None, "--n-estimators", min=1, max=MAX_ESTIMATORS, help="max trees (xgb) / trees per forest (rf)"),
 ) -> None:
     """Train a latency predictor from a latency table or from a profile store."""
     from predictors.models import space_of
     from predictors.persistence import save_predictor
+    from predictors.registry import BLOCK_PREDICTORS, PREDICTORS
 
     space_of(space)  # unknown space -> one-line error
+    check_output(output, "-o", kind="dir")  # before any training
+    sources = split_names(transfer_from, "--transfer-from") if transfer_from is not None else None
     if store is not None:
         if table is not None:
             raise DataError("give either --table or --store, not both")
         if not backend:
             raise DataError("--store needs --backend (e.g. onnxruntime)")
-        if stat not in ("median_ms", "min_ms"):
-            raise DataError(f"--stat must be median_ms or min_ms, not {stat!r}")
+        check_choice(stat, ("median_ms", "min_ms"), "--stat")
+        check_choice(correction, ("linear", "isotonic", "none"), "--correction")
+        if sources is not None:
+            raise DataError("--transfer-from works with --table, not --store")
+        check_input_file(store, "--store")
         from predictors.train import train_block_model
 
-        from predictors.registry import BLOCK_PREDICTORS
-
-        block_model = model if model in BLOCK_PREDICTORS else "rf"
+        block_model = model or "rf"
+        if block_model not in BLOCK_PREDICTORS.names():
+            raise UnknownNameError(f"unknown predictor {block_model!r} for --store (choose from {', '.join(BLOCK_PREDICTORS.names())})")
         params = {"n_estimators": n_estimators} if n_estimators and block_model == "rf" else None
         est, meta = train_block_model(_store_records(store, backend, fingerprint), backend, space, fingerprint,
                                       block_model=block_model, correction=correction, params=params, stat=stat)
@@ -80,8 +88,12 @@ def train(
         from predictors.data import load_arch_table
         from predictors.train import train_arch_model
 
+        model = model or "xgb"
+        arch_models = [n for n in PREDICTORS.names() if n not in ("blocksum", "transfer")]
+        if model not in arch_models:
+            raise UnknownNameError(f"unknown predictor {model!r} for --model (choose from {', '.join(arch_models)})")
+        check_input_file(table, "--table")
         tab = load_arch_table(table, space_of(space), arch_column)
-        sources = [c.strip() for c in transfer_from.split(",") if c.strip()] if transfer_from else None
         params = {"n_estimators": n_estimators} if n_estimators and model == "xgb" and not sources else None
         est, meta = train_arch_model(tab, target, model, n_train, seed, sources, params)
         meta["table"] = str(table)
@@ -112,6 +124,9 @@ def eval_(
     from predictors.persistence import load_predictor
     from predictors.train import eval_model
 
+    check_input_file(table, "--table")
+    if plots is not None:
+        check_output(plots, "--plots", kind="dir")
     est, meta = load_predictor(model_dir, space=space)
     if meta.get("target") not in (None, target):
         from latnas.errors import PredictorFileError
@@ -148,6 +163,7 @@ def predict(
     if table is not None:
         from predictors.data import load_arch_table
 
+        check_input_file(table, "--table")
         tab = load_arch_table(table, sp, arch_column)
         for t, p in zip(tab.arch_strings, est.predict(tab.archs)):
             typer.echo(f"{t}\t{p:.4f}")
@@ -155,9 +171,7 @@ def predict(
     if arch is not None:
         texts = [arch.strip()]
     else:
-        if not archs.is_file():
-            raise DataError(f"arch file {archs} does not exist")
-        texts = [t.strip() for t in archs.read_text().splitlines() if t.strip() and not t.startswith("#")]
+        texts = [t.strip() for t in read_text_lines(archs, "--archs") if t.strip() and not t.startswith("#")]
         if not texts:
             raise DataError(f"arch file {archs} has no archs")
     parsed = []

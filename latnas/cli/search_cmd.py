@@ -6,6 +6,9 @@ from typing import Optional
 
 import typer
 
+from latnas.cli.validate import (MAX_EVALS, MAX_IMAGES, MAX_MARGIN, MAX_POP_SIZE, MAX_PROFILE_TOP, MAX_RESOLUTION, MAX_SEED,
+                                 MIN_RESOLUTION, check_finite, check_output)
+
 
 def search(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (front.csv, front.png, result.json, checkpoint.json)."),
@@ -13,24 +16,24 @@ def search(
     predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
     algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | random | dnas | repnas."),
-    evals: int = typer.Option(200, "--evals", help="Archs whose accuracy is estimated (the one termination rule)."),
-    seed: int = typer.Option(0, "--seed"),
+    evals: int = typer.Option(200, "--evals", min=1, max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
     score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: rwe (default), params, flops, synflow, naswot, table."),
     score_table: Optional[str] = typer.Option(None, "--score-table", help="CSV of archs and accuracies (implies --score table)."),
     score_column: Optional[str] = typer.Option(None, "--score-column", help="Column of --score-table holding the accuracy."),
     arch_column: Optional[str] = typer.Option(None, "--arch-column", help="Arch column of --score-table (default: arch or arch_str)."),
     data: Optional[str] = typer.Option(None, "--data", help="ImageFolder or CIFAR binary directory (default: sklearn digits)."),
-    n_train: int = typer.Option(500, "--n-train", help="Training images for the accuracy estimate."),
-    n_val: int = typer.Option(300, "--n-val", help="Validation images for the accuracy estimate."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Image side for accuracy estimates (default: the space's input, <= 32)."),
+    n_train: int = typer.Option(500, "--n-train", min=1, max=MAX_IMAGES, help="Training images for the accuracy estimate."),
+    n_val: int = typer.Option(300, "--n-val", min=1, max=MAX_IMAGES, help="Validation images for the accuracy estimate."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=MIN_RESOLUTION, max=MAX_RESOLUTION, help="Image side for accuracy estimates (default: the space's input, <= 32)."),
     margin: float = typer.Option(0.0, "--margin", help="Guard band: search under budget*(1-margin) to absorb predictor error (e.g. 0.05)."),
     proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
-    profile_top: int = typer.Option(0, "--profile-top", help="Profile the top K archs on the real device."),
+    profile_top: int = typer.Option(0, "--profile-top", min=0, max=MAX_PROFILE_TOP, help="Profile the top K archs on the real device."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top."),
     profile_quick: bool = typer.Option(False, "--profile-quick", help="Shorter timing protocol for --profile-top."),
     export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
     resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json (nsga2, hournas, nse)."),
-    pop_size: Optional[int] = typer.Option(None, "--pop-size", help="Population size (same as --option pop_size=N)."),
+    pop_size: Optional[int] = typer.Option(None, "--pop-size", min=2, max=MAX_POP_SIZE, help="Population size (same as --option pop_size=N)."),
     option: Optional[list[str]] = typer.Option(
         None, "--option", help="Algorithm option KEY=VALUE, repeatable (e.g. epochs=2, lambda_lat=0.5); unknown keys are refused."
     ),
@@ -40,8 +43,12 @@ def search(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from latnas.search.budget import parse_budget
     from latnas.search.loop import SearchJob, run_search
 
+    check_output(out, "-o", kind="dir")  # before any search work
+    check_finite(margin, "--margin", 0.0, MAX_MARGIN)
+    parse_budget(budget)  # a bad budget is an error now, not after the predictor loads
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -49,7 +56,7 @@ def search(
         console=console, disable=quiet,
     )
     options = parse_options(option or [])
-    if pop_size:
+    if pop_size is not None:
         options["pop_size"] = str(pop_size)
     with progress:
         task = progress.add_task(f"{algo} evals", total=evals, note="")

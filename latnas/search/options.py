@@ -94,9 +94,27 @@ def options_from(cls: type, values: Any = None, algo: str = "algorithm") -> Any:
             raise DataError(f"{algo} has no option {key!r} (known: {listing})")
         try:
             kwargs[key] = convert(value, hints[key])
-        except (TypeError, ValueError):
-            raise DataError(f"{algo} option {key}={value!r} is not a valid {_type_name(hints[key])}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{algo} option {key}={str(value)[:40]!r} is not a valid {_type_name(hints[key])}") from None
+        _check_range(algo, key, kwargs[key])
     return cls(**kwargs)
+
+
+MAX_INT_OPTION = 10**9
+
+
+def _check_range(algo: str, key: str, value: Any) -> None:
+    """Counts (every int option) are 0..1e9 and reals are finite: ``pop_size=-1`` or ``lr=inf`` is an error, not a run."""
+    import math
+
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int) and not 0 <= v <= MAX_INT_OPTION:
+            raise DataError(f"{algo} option {key}={v} is out of range (0..{MAX_INT_OPTION})")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DataError(f"{algo} option {key}={v} must be finite")
 
 
 def _type_name(hint: Any) -> str:

@@ -88,13 +88,17 @@ class SearchSpace:
         """Parse and validate an arch string or sequence; one-line error if bad."""
         if isinstance(arch, str):
             text = arch.strip()
-            try:
-                if "," in text or self.n_choices > 10:
-                    values = tuple(int(t) for t in text.split(",") if t.strip())
-                else:
-                    values = tuple(int(ch) for ch in text)
-            except ValueError:
-                raise DataError(f"arch {arch!r} for space {self.name!r} must be choice indices") from None
+            if len(text) > 100_000:
+                raise DataError(f"arch string of {len(text)} characters for space {self.name!r} is far too long")
+            # ASCII digits only: int() and str.isdigit() also take '٣', '³', '+1' and '1_0'
+            if "," in text or self.n_choices > 10:
+                tokens = [t.strip() for t in text.split(",") if t.strip()]
+            else:
+                tokens = list(text)
+            if not all(t.isascii() and t.isdigit() for t in tokens):
+                shown = text if len(text) <= 80 else text[:77] + "..."
+                raise DataError(f"arch {shown!r} for space {self.name!r} must be choice indices (ASCII digits)")
+            values = tuple(int(t) for t in tokens)
         else:
             values = tuple(int(v) for v in arch)
         if len(values) != self.n_layers:
