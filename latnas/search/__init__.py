@@ -13,6 +13,7 @@ hand. :func:`run_algorithm` runs one from a :class:`SearchContext`.
 from __future__ import annotations
 
 from latnas.search import dnas as _dnas  # noqa: F401  (registers "dnas")
+from latnas.search import hdas as _hdas  # noqa: F401  (registers "hdas")
 from latnas.search import hournas as _hournas  # noqa: F401  (registers "hournas")
 from latnas.search import nse as _nse  # noqa: F401  (registers "nse")
 from latnas.search import nsga2 as _nsga2  # noqa: F401  (registers "nsga2")
