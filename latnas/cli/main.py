@@ -96,14 +96,23 @@ def _usage_message(exc: click_exc.ClickException) -> str:
     return msg
 
 
-def _empty_value(args: list[str]) -> str | None:
-    """An empty argument (``-o ''``, ``--out=``) is never meant: Path('') would silently become '.'."""
+MAX_ARGUMENT = 10_000  # characters; an arch, a path or a KEY=VALUE is far shorter
+
+
+def _bad_argument(args: list[str]) -> str | None:
+    """Arguments no command means: empty (``-o ''``: Path('') would silently become '.'),
+    huge (a 1 MB line is not an option value), or holding control characters."""
     for i, tok in enumerate(args):
+        prev = args[i - 1] if i and args[i - 1].startswith("-") else None
+        where = f"for {prev}" if prev else f"argument {i + 1}"
         if tok == "":
-            prev = args[i - 1] if i and args[i - 1].startswith("-") else None
-            return f"empty value for {prev}" if prev else "empty argument"
+            return f"empty value {where}" if prev else "empty argument"
         if tok.startswith("--") and tok.endswith("=") and len(tok) > 3:
             return f"empty value for {tok[:-1]}"
+        if len(tok) > MAX_ARGUMENT:
+            return f"value {where} is {len(tok)} characters long (limit {MAX_ARGUMENT})"
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in tok):
+            return f"value {where} contains control characters"
     return None
 
 
@@ -111,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (used by tests and the console script)."""
     _register_all()
     args = list(sys.argv[1:] if argv is None else argv)
-    empty = _empty_value(args)
-    if empty:
-        return _error(empty, 2)
+    bad = _bad_argument(args)
+    if bad:
+        return _error(bad, 2)
     try:
         rv = app(args=args, prog_name="latnas", standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:  # `latnas`, `latnas profiles`: show the help

@@ -16,7 +16,7 @@ def search(
     predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
     algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | random | dnas | repnas."),
-    evals: int = typer.Option(200, "--evals", min=1, max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
+    evals: int = typer.Option(200, "--evals", max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
     score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: rwe (default), params, flops, synflow, naswot, table."),
     score_table: Optional[str] = typer.Option(None, "--score-table", help="CSV of archs and accuracies (implies --score table)."),
@@ -49,6 +49,10 @@ def search(
     check_output(out, "-o", kind="dir")  # before any search work
     check_finite(margin, "--margin", 0.0, MAX_MARGIN)
     parse_budget(budget)  # a bad budget is an error now, not after the predictor loads
+    if evals < 1:
+        from latnas.errors import DataError
+
+        raise DataError(f"--evals must be an integer >= 1, got {evals}")
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -58,6 +62,7 @@ def search(
     options = parse_options(option or [])
     if pop_size is not None:
         options["pop_size"] = str(pop_size)
+    _check_algo_options(algo, options)  # unknown or out-of-range options: one line before any progress output
     with progress:
         task = progress.add_task(f"{algo} evals", total=evals, note="")
 
@@ -78,6 +83,14 @@ def search(
 def register(app: typer.Typer) -> None:
     """Add ``latnas search``."""
     app.command("search")(search)
+
+
+def _check_algo_options(algo: str, options: dict[str, str]) -> None:
+    from latnas.search.algorithm import ALGORITHMS
+    from latnas.search.options import options_from
+
+    if algo in ALGORITHMS.names():  # an unknown name is reported by the search itself, with the known ones
+        options_from(ALGORITHMS.get(algo).Options, options, algo)
 
 
 def parse_options(items: list[str]) -> dict[str, str]:
