@@ -28,3 +28,9 @@ def fbnet_data() -> Path:
     if d is None:
         pytest.skip("shared FBNet latency data not found (set LATNAS_FBNET_DATA or place ../shared/data/fbnet-latency)")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _session_profiling_lock(tmp_path_factory, monkeypatch):
+    """Profiling in tests takes a lock of this test session, not the host's: a real run elsewhere never blocks CI."""
+    monkeypatch.setenv("LATNAS_LOCK_DIR", str(tmp_path_factory.getbasetemp() / "profiling-locks"))
