@@ -25,6 +25,7 @@ from typing import Any, Callable
 from latnas import safe_json
 from latnas.errors import BackendUnavailable, DataError, LatnasError, ShapeError, UnknownNameError
 from profilers.base import BACKENDS
+from profilers.lock import profiling_lock
 from profilers.remote.agent import agent_info, load_backends, profile_models, profile_specs
 from profilers.remote.wire import (
     API_PREFIX,
@@ -292,7 +293,7 @@ class AgentHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
             return
         try:
-            with self.server.profile_lock:
+            with self.server.profile_lock, profiling_lock(notify=logger.info):  # this machine's one measuring run
                 if req.models:
                     results = profile_models(req.backend, req.models, req.config, req.options)
                 else:
