@@ -4,7 +4,7 @@ Each prints a table; figures go in ``docs/methods/*.md``. Run from the repo root
 
     .venv/bin/python benchmarks/seed_methods_grad.py hdas --seeds 0,1,2 [--option mode=gdas ...]
     .venv/bin/python benchmarks/seed_methods_grad.py repnas --seeds 0
-    .venv/bin/python benchmarks/seed_methods_grad.py rwe --archs 100
+    .venv/bin/python benchmarks/seed_methods_grad.py rwe --archs 100 [--resolution 8]
 
 - ``hdas``: the derived NB201 cell's true CIFAR-10 accuracy (``c10_test_acc`` of
   the shipped table) per seed; anchors DARTS 54.30 (all skip), GDAS ~93.5, best
@@ -105,13 +105,13 @@ def bench_repnas(seeds: list[int], options: dict) -> list[dict]:
     return rows
 
 
-def bench_rwe(n_archs: int, seed: int) -> dict:
+def bench_rwe(n_archs: int, seed: int, resolution: int = 8) -> dict:
     from scipy.stats import kendalltau
 
     from latnas.search.data import load_data
     from latnas.search.rwe import RWEConfig, extract_features, linear_probe_accuracy, softmax_probe_accuracy
 
-    space = get_space("nb201")
+    space = get_space("nb201", resolution=resolution)  # digits are 8x8 at source: 16x cheaper than 32
     acc = _truth(space)
     data = load_data(space=space, seed=seed)
     rng = np.random.default_rng(seed)
@@ -132,7 +132,7 @@ def bench_rwe(n_archs: int, seed: int) -> dict:
         t_feat, t_ridge, t_soft = t_feat + t1 - t0, t_ridge + t2 - t1, t_soft + t3 - t2
     out = {"n": n_archs, "tau_ridge": float(kendalltau(ridge, truth)[0]), "tau_softmax": float(kendalltau(soft, truth)[0]),
            "feat_s": t_feat / n_archs, "ridge_s": t_ridge / n_archs, "softmax_s": t_soft / n_archs}
-    print(f"RWE on nb201 ({n_archs} random archs, digits, seed {seed}): Kendall tau vs c10_test_acc")
+    print(f"RWE on nb201 ({n_archs} random archs, digits at {resolution}px, seed {seed}): Kendall tau vs c10_test_acc")
     print(f"{'head':>8} {'tau':>6} {'s/arch (head only)':>19}")
     print(f"{'ridge':>8} {out['tau_ridge']:>6.3f} {out['ridge_s']:>19.4f}")
     print(f"{'softmax':>8} {out['tau_softmax']:>6.3f} {out['softmax_s']:>19.4f}")
@@ -147,6 +147,7 @@ def main(argv=None) -> None:
     ap.add_argument("--archs", type=int, default=100)
     ap.add_argument("--option", action="append", default=[], help="KEY=VALUE of the algorithm's Options")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resolution", type=int, default=8, help="rwe: input resolution of the nb201 networks")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
     elif args.which == "repnas":
         bench_repnas(seeds, _options(args.option))
     else:
-        bench_rwe(args.archs, seeds[0])
+        bench_rwe(args.archs, seeds[0], args.resolution)
 
 
 if __name__ == "__main__":

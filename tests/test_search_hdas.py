@@ -163,3 +163,16 @@ def test_bad_space_and_options_are_refused():
     for bad in ({"mode": "enas"}, {"derive": "vote"}, {"min_cells": 4, "max_cells": 2}, {"w_optimizer": "lbfgs"}):
         with pytest.raises(DataError):
             run_algorithm("hdas", SearchContext(space, flops_table(space), tiny_data(), evals=1, options=bad))
+
+
+def test_free_op_dropout_hits_only_skip_and_pool_while_training():
+    torch.manual_seed(0)
+    edge = MixedEdge(4)
+    x = torch.randn(2, 4, 6, 6)
+    for c, dropped in ((1, True), (4, True), (3, False)):
+        w = F.one_hot(torch.tensor(c), N_OPS).float()
+        edge.train()
+        out = edge(x, w, 0.0, drop=1.0)
+        assert bool((out == 0).all()) == dropped
+        edge.eval()
+        assert not bool((edge(x, w, 0.0, drop=1.0) == 0).all())  # no dropout at evaluation

@@ -68,6 +68,7 @@ class HDAS(Algorithm):
         search_stage: bool = True  # False: plain chain, fixed max_cells (cell search only)
         mode: str = "darts"  # "darts" (softmax mixture) or "gdas" (one Gumbel-sampled op per edge)
         aux_skip: bool = True  # DARTS-: auxiliary skip beta*x on every edge, beta 1 -> 0
+        free_op_dropout: float = 0.0  # P-DARTS: dropout on skip/pool outputs during the search (0 = off)
         allow_none: bool = False  # derive with "none" as a candidate (DARTS excludes it)
         derive: str = "argmax"  # "argmax" of alpha, or "pt": DARTS-PT's perturbation (the op whose removal hurts most)
         pt_images: int = 256  # val images per perturbation evaluation
@@ -221,7 +222,8 @@ def search_hdas(problem, opt, seed: int, progress=None) -> tuple[Arch, dict[str,
             net.train()
             with torch.no_grad():
                 w = op_weights(tau)
-            out = net(xb, arch, w.detach(), beta)
+            drop = float(opt.free_op_dropout)
+            out = net(xb, arch, w.detach(), beta, drop=drop)
             loss = F.cross_entropy(out, yb)
             w_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -239,7 +241,7 @@ def search_hdas(problem, opt, seed: int, progress=None) -> tuple[Arch, dict[str,
             except StopIteration:
                 val_iter = batches(data.x_val, data.y_val, bs, gen, None)
                 xa, ya = next(val_iter)
-            a_loss = F.cross_entropy(net(xa, arch, op_weights(tau), beta), ya)
+            a_loss = F.cross_entropy(net(xa, arch, op_weights(tau), beta, drop=drop), ya)
             lat = hdas_expected_latency(table, arch.op_probs(), arch.count_probs(), layout.counts, cells_n)
             if budget is not None and float(opt.lambda_lat) > 0:
                 a_loss = a_loss + float(opt.lambda_lat) * F.relu(lat / budget - 1.0).to(a_loss.dtype)

@@ -8,7 +8,8 @@
   ``aux_skip`` adds DARTS-'s auxiliary skip ``beta * x`` to every edge
   (``beta`` decays to 0 over the search), so the skip op no longer has to win
   the softmax to give the gradient a short path: the known cure for DARTS'
-  collapse to all-skip cells.
+  collapse to all-skip cells. ``drop`` is P-DARTS' dropout on the
+  parameter-free ops (skip, pool) during the search.
 - *stage level* (H-DAS's stage DAG): inside a stage the cells are nodes; node
   ``j`` reads a softmax-weighted sum of the outputs of the ``window`` previous
   nodes (the stage input is node 0); after the search each node keeps its
@@ -34,6 +35,7 @@ from latnas.latency_table import LatencyTable
 
 N_OPS = len(NB201_OPS)
 N_EDGES = len(NB201_EDGES)
+PARAMETER_FREE = (1, 4)  # skip_connect, avg_pool_3x3
 
 
 def _search_op(choice: int, channels: int) -> nn.Module:
@@ -56,12 +58,15 @@ class MixedEdge(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList(_search_op(c, channels) for c in range(N_OPS))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, beta: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, beta: float, drop: float = 0.0) -> torch.Tensor:
         out = x * beta if beta else None
         for c, op in enumerate(self.ops):
             if c == 0 or float(w[c].detach()) == 0.0:  # "none" adds zeros; hard samples skip unused ops
                 continue
-            y = w[c] * op(x)
+            y = op(x)
+            if drop and c in PARAMETER_FREE:  # P-DARTS: dropout on parameter-free ops while searching
+                y = F.dropout(y, drop, self.training)
+            y = w[c] * y
             out = y if out is None else out + y
         return x * 0.0 if out is None else out  # alpha["none"] gets its gradient through the softmax
 
@@ -73,13 +78,13 @@ class SearchCell(nn.Module):
         super().__init__()
         self.edges = nn.ModuleList(MixedEdge(channels) for _ in range(N_EDGES))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, beta: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, beta: float, drop: float = 0.0) -> torch.Tensor:
         nodes = [x]
         for j in (1, 2, 3):
             total = None
             for k, (to, i) in enumerate(NB201_EDGES):
                 if to == j:
-                    y = self.edges[k](nodes[i], w[k], beta)
+                    y = self.edges[k](nodes[i], w[k], beta, drop)
                     total = y if total is None else total + y
             nodes.append(total)
         return nodes[3]
@@ -167,7 +172,7 @@ class HDASNet(nn.Module):
         self.classifier = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: torch.Tensor, arch: HDASArch, op_w: torch.Tensor, beta: float = 0.0,
-                fixed: tuple[list[int], list[list[list[int]]]] | None = None) -> torch.Tensor:
+                fixed: tuple[list[int], list[list[list[int]]]] | None = None, drop: float = 0.0) -> torch.Tensor:
         """Relaxed forward; ``fixed = (counts, dag)`` runs a derived stage structure instead."""
         h = self.stem(x)
         for s, cells in enumerate(self.cells):
@@ -182,7 +187,7 @@ class HDASNet(nn.Module):
                     inp = sum(ew[t] * nodes[i] for t, i in enumerate(ins))
                 else:
                     inp = sum(nodes[i] for i in fixed[1][s][j - 1])
-                nodes.append(cells[j - 1](inp, op_w, beta))
+                nodes.append(cells[j - 1](inp, op_w, beta, drop))
             if fixed is None:
                 q = arch.count_probs()[s]
                 h = sum(q[t] * nodes[d] for t, d in enumerate(self.layout.counts))
