@@ -37,6 +37,50 @@ def quiet_loggers() -> None:
     warnings.filterwarnings("ignore", message=r".*torchvision is not installed.*")
 
 
+def _channel(saved: int) -> tuple[int, int]:
+    """(read end, write end): a pseudo-terminal when stderr is a terminal (progress bars stay live), else a pipe."""
+    if os.isatty(saved):
+        try:
+            import fcntl
+            import termios
+            import tty
+
+            master, slave = os.openpty()
+            tty.setraw(slave)  # no output post-processing: bytes pass through as written
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(saved, termios.TIOCGWINSZ, b"\0" * 8))
+            return master, slave
+        except (OSError, ImportError):
+            pass
+    return os.pipe()
+
+
+def _pump(read_end: int, saved: int, pattern: re.Pattern[bytes]) -> None:
+    """Forward bytes from ``read_end`` to ``saved``, dropping whole lines that match ``pattern``.
+
+    Only text that could begin a noise line (``[``) waits for its newline; the
+    rest (progress bars redrawn with ``\r``) is forwarded at once.
+    """
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(read_end, 65536)
+        except OSError:  # a pty's master reads EIO once the last writer closed
+            chunk = b""
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not pattern.match(line))
+        if pending and not pending.startswith(b"["):
+            out, pending = out + pending, b""
+        if out:
+            os.write(saved, out)
+    if pending and not pattern.match(pending):
+        os.write(saved, pending)
+    os.close(read_end)
+
+
 @contextlib.contextmanager
 def filtered_stderr(pattern: re.Pattern[bytes] = NATIVE_NOISE) -> Iterator[None]:
     """Drop native stderr lines matching ``pattern`` for the ``with`` body; forward the rest."""
@@ -46,24 +90,8 @@ def filtered_stderr(pattern: re.Pattern[bytes] = NATIVE_NOISE) -> Iterator[None]
     except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded, some test runners)
         yield
         return
-    read_end, write_end = os.pipe()
-
-    def pump() -> None:
-        with os.fdopen(read_end, "rb", buffering=0) as src:
-            pending = b""
-            while True:
-                chunk = src.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                out = b"".join(line + b"\n" for line in lines if not pattern.match(line))
-                if out:
-                    os.write(saved, out)
-            if pending and not pattern.match(pending):
-                os.write(saved, pending)
-
-    thread = threading.Thread(target=pump, name="latnas-stderr-filter", daemon=True)
+    read_end, write_end = _channel(saved)
+    thread = threading.Thread(target=_pump, args=(read_end, saved, pattern), name="latnas-stderr-filter", daemon=True)
     thread.start()
     sys.stderr.flush()
     os.dup2(write_end, fd)
@@ -73,6 +101,6 @@ def filtered_stderr(pattern: re.Pattern[bytes] = NATIVE_NOISE) -> Iterator[None]
     finally:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
-        os.dup2(saved, fd)  # closes the pipe's last writer: the reader sees EOF
+        os.dup2(saved, fd)  # closes the channel's last writer: the reader sees EOF
         thread.join(timeout=5)
         os.close(saved)
