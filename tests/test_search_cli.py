@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from latnas.errors import DataError
 
 from search_helpers import synthetic_table
 
-TINY = ["--evals", "6", "--resolution", "8", "--n-train", "100", "--n-val", "60", "--pop-size", "4", "--quiet"]
+TINY = ["--score", "rwe", "--evals", "6", "--resolution", "8", "--n-train", "100", "--n-val", "60", "--pop-size", "4", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +248,12 @@ def test_demo_summary_reads_what_the_search_writes(table_json, tmp_path, capsys)
     assert summary["chosen"] == result["chosen"] is not None
     assert summary["algo"] == "nsga2" and summary["evals"] == result["evals"] >= 1
     assert summary["budget"]["unit"] == "ms" and summary["front_top"] == result["front"][:3]
+
+
+def test_default_scorer_is_the_benchmarked_vote():
+    """With no --score and no --score-table the search uses the vote (the best on NAS-Bench-201)."""
+    from latnas.search.loop import DEFAULT_SCORER, SearchJob, score_name
+
+    assert score_name(SearchJob(out_dir=Path("x"))) == DEFAULT_SCORER == "vote"
+    assert score_name(SearchJob(out_dir=Path("x"), score="rwe")) == "rwe"
+    assert score_name(SearchJob(out_dir=Path("x"), score_table="t.csv", score_column="acc")) == "table"

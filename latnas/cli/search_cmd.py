@@ -18,7 +18,7 @@ def search(
     algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | random | dnas | repnas."),
     evals: int = typer.Option(200, "--evals", max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
-    score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: rwe (default), params, flops, synflow, naswot, table."),
+    score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: vote (default: synflow + params), rwe, params, flops, synflow, naswot, supernet, table."),
     score_table: Optional[str] = typer.Option(None, "--score-table", help="CSV of archs and accuracies (implies --score table)."),
     score_column: Optional[str] = typer.Option(None, "--score-column", help="Column of --score-table holding the accuracy."),
     arch_column: Optional[str] = typer.Option(None, "--arch-column", help="Arch column of --score-table (default: arch or arch_str)."),
