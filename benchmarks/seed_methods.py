@@ -69,7 +69,7 @@ def section_supernet(args, truth, data) -> dict:
     sample = [archs[i] for i in sorted(idx)]
     target = np.array([truth[a] for a in sample])
     out = {}
-    for name in ["supernet", "params", "synflow", "naswot", "rwe"]:
+    for name in [s.strip() for s in args.scorers.split(",") if s.strip()]:
         opts = supernet_options(args) if name == "supernet" else {}
         cfg_data = data if name != "rwe" else load_data(space=space, seed=args.seed, n_train=args.rwe_train, n_val=200)
         these = sample if name != "rwe" else sample[: args.rwe_n]
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="supernet,hournas,nse")
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--n", type=int, default=200, help="archs for the ranking study")
+    ap.add_argument("--scorers", default="supernet,params,synflow,naswot,rwe", help="scorers the ranking study compares")
     ap.add_argument("--rwe-n", type=int, default=20, help="archs RWE scores (slow on a CPU)")
     ap.add_argument("--rwe-train", type=int, default=300, help="training images RWE's probe uses")
     ap.add_argument("--epochs", type=int, default=10, help="supernet epochs")
