@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evals", type=int, default=300)
     ap.add_argument("--algos", default="nsga2,hournas,nse,rea,random")
     ap.add_argument("--devices", default="", help="comma-separated latency columns (default: all; --quick: 6)")
-    ap.add_argument("--score-column", default="c100_test_acc")
+    ap.add_argument("--score-column", default="c100_test_acc", help="true accuracy (regret; and the search's score with --score table)")
+    ap.add_argument("--score", default="table", help="what the search scores with: table (the trained accuracy) or a scorer, e.g. vote")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = ap.parse_args(argv)
     if not args.data.is_file():
@@ -138,8 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             devs = [d for d in devices if d in args.devices.split(",")]
         print(f"\n== Q2: search under a budget ({args.score_column} from the table, latency from k=10 transfer), "
               f"{args.evals} evaluations ==")
+        score_lookup, label = None, f"{args.score_column} from the table"
+        if args.score != "table":
+            from nb201_search import ScoreLookup
+
+            from latnas.search.scorers import ScorerConfig, make_scorer
+
+            score_lookup = ScoreLookup(make_scorer(args.score, ScorerConfig(space=space, seed=0)))
+            label = f"scorer {args.score!r}; regret in true {args.score_column}"
+        print(f"   (search scores: {label})")
         out["q2"] = q2(space, table, devs, fit_source_models(table, devices), lookup, seeds, evals=args.evals,
-                       algos=tuple(args.algos.split(",")))
+                       algos=tuple(args.algos.split(",")), score_lookup=score_lookup)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
