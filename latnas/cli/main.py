@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except LatnasError as exc:
         return _error(exc, exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted: finished results are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+        return _interrupted()
     except RecursionError:
         return _error("input nested too deeply", 2)
     except (OSError, UnicodeError) as exc:  # a user path or file that cannot be used
@@ -150,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("LATNAS_DEBUG"):
             raise
         return _error(f"unexpected {type(exc).__name__}: {exc} (set LATNAS_DEBUG=1 for a traceback)", 1)
+    if rv == 130 and not isinstance(rv, bool):  # typer turns Ctrl-C into Exit(130)
+        return _interrupted()
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def _interrupted() -> int:
+    print("interrupted: finished results are saved; run the same command again to resume", file=sys.stderr)
+    return 130
 
 
 def entry() -> None:
