@@ -124,7 +124,6 @@ def test_issue_cases_are_one_line_errors(data, capsys):
 
 
 def _damaged_store(path: Path, sql: str) -> Path:
-    import shutil
     import sqlite3
 
     con = sqlite3.connect(path)
@@ -242,3 +241,40 @@ def test_native_noise_filtered_and_other_lines_kept(capfd):
     err = capfd.readouterr().err
     assert "cpuinfo" not in err and "threadpool" not in err
     assert "error: a real message" in err and "warning: ours" in err
+
+
+def test_runner_keeps_a_row_written_meanwhile_and_force_replaces(tmp_path):
+    """No silent overwrite: a row another writer stored while we measured is kept and reported; force replaces."""
+    from dataclasses import replace as dc_replace
+
+    from latnas.spec import BlockSpec
+    from profilers import ProfileStore, profile_blocks
+    from profilers.backends.torch_cpu import TorchCPUBackend
+    from profilers.base import Measurement, ProtocolConfig
+    from profilers.fingerprint import device_fingerprint
+
+    fast = ProtocolConfig(warmup_runs=1, warmup_seconds=0.0, min_repeats=5, max_repeats=6, max_seconds=0.2)
+    spec = BlockSpec("conv", 3, 4, 8, 8, 1, 1)
+    path = tmp_path / "p.db"
+    fp = device_fingerprint(TorchCPUBackend(), fast.threads)[0]
+
+    class Racing(TorchCPUBackend):
+        """While measuring, another writer stores the same block (as a second profiling process would)."""
+
+        def measure_spec(self, spec, config):
+            stats = super().measure_spec(spec, config)
+            stats = stats[0] if isinstance(stats, tuple) else stats
+            with ProfileStore(path) as other:
+                theirs = dc_replace(stats, median_ms=123.0)
+                other.put(Measurement(spec.key, "block", self.name, fp, spec.batch, theirs, spec.to_dict(), 1.0))
+            return stats
+
+    with ProfileStore(path) as store:
+        run = profile_blocks(Racing(), [spec], store, fast, progress=False)
+        assert (run.done, run.kept, run.failed) == (0, [spec.key], 0)
+        assert store.get(spec.key, "torch-cpu", fingerprint=fp).stats.median_ms == 123.0  # the other's row stays
+        forced = profile_blocks(TorchCPUBackend(), [spec], store, fast, progress=False, force=True)
+        assert (forced.done, forced.skipped) == (1, 0)
+        assert store.get(spec.key, "torch-cpu", fingerprint=fp).stats.median_ms != 123.0  # replaced on purpose
+        again = profile_blocks(TorchCPUBackend(), [spec], store, fast, progress=False)
+        assert (again.done, again.skipped) == (0, 1)
