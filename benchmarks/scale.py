@@ -134,6 +134,13 @@ def bench_fleet(args) -> dict:
     from profilers.store import ProfileStore
 
     register_backend("bench-sleep")(SleepDevice)
+    import contextlib
+
+    import profilers.remote.server as server_mod
+
+    # the simulated agents stand for N machines and measure nothing real: each would hold its own
+    # machine's profiling lock, so none of them takes this one (it would serialize them all)
+    server_mod.profiling_lock = lambda *a, **k: contextlib.nullcontext()
     agent_info("bench-sleep")  # import every runtime once before timing (the agent's first /v1/info does)
     token = secrets.token_urlsafe(24)
     config = ProtocolConfig(warmup_runs=1, warmup_seconds=0.0, min_repeats=1, max_repeats=1, window=1, stable_windows=1)

@@ -112,16 +112,7 @@ def test_batch_function_with_wrong_count_is_one_line_error():
 def test_unknown_executor_and_missing_ray_are_one_line(monkeypatch):
     with pytest.raises(LatnasError, match="unknown executor 'dask'"):
         get_executor("dask")
-    import builtins
-
-    real = builtins.__import__
-
-    def no_ray(name, *a, **k):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+    _no_ray(monkeypatch)
     with pytest.raises(ExecutorUnavailable, match=r"latnas\[ray\]") as err:
         get_executor("ray")
     assert "\n" not in str(err.value)
@@ -151,10 +142,13 @@ def test_fleet_file_is_validated(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------ Ray session
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(tmp_path_factory):
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
+    # Ray workers inherit the environment at ray.init: give them this session's profiling lock (conftest's)
+    old_lock_dir = os.environ.get("LATNAS_LOCK_DIR")
+    os.environ["LATNAS_LOCK_DIR"] = str(tmp_path_factory.getbasetemp() / "profiling-locks")
     import sys
 
     # workers cannot import this test module: ship its fakes and functions by value
@@ -165,12 +159,22 @@ def ray_session():
         yield ray
     finally:
         ray.shutdown()
+        if old_lock_dir is None:
+            os.environ.pop("LATNAS_LOCK_DIR", None)
+        else:
+            os.environ["LATNAS_LOCK_DIR"] = old_lock_dir
 
 
 @pytest.fixture
-def agents():
+def agents(monkeypatch):
+    import contextlib
+
+    import profilers.remote.server as server_mod
     from profilers.remote import make_server
     from profilers.remote.server import start_in_thread
+
+    # the two agents stand for two machines: each would hold its own machine's profiling lock, not one shared here
+    monkeypatch.setattr(server_mod, "profiling_lock", lambda *a, **k: contextlib.nullcontext())
 
     from profilers.remote.agent import agent_info
 
@@ -226,6 +230,7 @@ def _agent_devices(servers):
             for tag, s in zip("ab", servers)]
 
 
+@pytest.mark.slow  # 20-40 s on the shared 2-core VM (Ray worker start-up)
 def test_two_devices_profile_concurrently_one_measurement_each_at_a_time(ray_session, agents, tmp_path):
     devices = _agent_devices(agents)
     warm = [BlockSpec("conv", cin=3, cout=c, h=4, w=4) for c in (2, 3, 5, 6)]
@@ -264,6 +269,7 @@ def test_agents_reached_directly_from_threads_blocks_and_models(agents, tmp_path
         assert sum(m.kind == "block" for m in rows) == 4
 
 
+@pytest.mark.slow  # 20-40 s on the shared 2-core VM (Ray worker start-up)
 def test_worker_killed_mid_table_loses_at_most_one_row_and_resume_completes(ray_session, tmp_path):
     die = SPECS[3].key
     dev = FleetDevice("k1", _DyingBackend, {"die_key": die, "marker": str(tmp_path / "died")})
@@ -279,6 +285,7 @@ def test_worker_killed_mid_table_loses_at_most_one_row_and_resume_completes(ray_
         assert {m.key for m in store.query(all_devices=True)} == {s.key for s in SPECS}
 
 
+@pytest.mark.slow  # 20-40 s on the shared 2-core VM (Ray worker start-up)
 def test_block_of_a_killed_worker_is_retried_on_another_device(ray_session, tmp_path):
     die = SPECS[2].key
     marker = str(tmp_path / "died")
@@ -296,11 +303,14 @@ def test_missing_device_resource_is_one_line(ray_session, tmp_path):
 
 
 def test_fleet_cli_helper_profiles_a_fleet_file_directly(agents, tmp_path, capsys):
-    from latnas.cli.fleet_cmd import check_executor, run_fleet_profile
+    from latnas.cli.executor_options import check_executor_options
+    from latnas.cli.fleet_cmd import run_fleet_profile
     from latnas.spaces import get_space
 
-    with pytest.raises(LatnasError, match="unknown executor 'spark'"):
-        check_executor("spark")
+    with pytest.raises(LatnasError, match="--executor must be one of local, ray; got 'spark'"):
+        check_executor_options("spark")
+    with pytest.raises(LatnasError, match="--workers needs --executor ray"):
+        check_executor_options("local", workers=2)
     fleet = tmp_path / "lab.json"
     fleet.write_text(json.dumps({"devices": [
         {"name": f"agent-{i}", "options": {"url": s.url, "token": TOKEN, "timeout_s": 60}} for i, s in enumerate(agents)]}))
@@ -310,3 +320,56 @@ def test_fleet_cli_helper_profiles_a_fleet_file_directly(agents, tmp_path, capsy
     assert "fleet of 2 device(s) via threads, 1 table(s)" in out and "done 4" in out
     with ProfileStore(store) as db:
         assert len(db.query(all_devices=True)) == 4
+
+
+# ------------------------------------------------------------------ CLI
+CLI_TINY = ["--evals", "8", "--resolution", "8", "--n-train", "100", "--n-val", "60", "--pop-size", "4", "--quiet"]
+
+
+def _no_ray(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+
+
+def test_cli_executor_ray_without_ray_is_one_line(monkeypatch, tmp_path, capsys):
+    from latnas.cli.main import main
+
+    _no_ray(monkeypatch)
+    for argv in (["profile", "--space", "fbnet", "--executor", "ray", "--store", str(tmp_path / "p.db"), "--limit", "2"],
+                 ["search", "--predictor", "flops", "--executor", "ray", "-o", str(tmp_path / "s"), *CLI_TINY]):
+        rc = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error:") and "latnas[ray]" in err and len(err.splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "p.db").exists()
+
+
+def test_cli_profile_fleet_file_of_agents(agents, tmp_path, capsys):
+    from latnas.cli.main import main
+
+    fleet = tmp_path / "lab.json"
+    fleet.write_text(json.dumps({"devices": [
+        {"name": f"agent-{i}", "options": {"url": s.url, "token": TOKEN, "timeout_s": 60}} for i, s in enumerate(agents)]}))
+    store = tmp_path / "lab.db"
+    rc = main(["profile", "--space", "fbnet", "--fleet", str(fleet), "--store", str(store), "--limit", "3", "--quick", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    with ProfileStore(store) as db:
+        assert len(db.query(all_devices=True)) == 3
+
+
+@pytest.mark.slow  # 20-40 s on the shared 2-core VM (Ray worker start-up)
+def test_cli_search_same_front_on_local_and_ray(ray_session, tmp_path, capsys):
+    from latnas.cli.main import main
+
+    common = ["search", "--space", "fbnet", "--predictor", "flops", "--score", "params", "--seed", "3", *CLI_TINY]
+    assert main([*common, "-o", str(tmp_path / "local")]) == 0, capsys.readouterr().err
+    assert main([*common, "-o", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2"]) == 0, capsys.readouterr().err
+    local = (tmp_path / "local" / "front.csv").read_text()
+    assert local.count("\n") >= 2 and (tmp_path / "ray" / "front.csv").read_text() == local

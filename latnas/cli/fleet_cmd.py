@@ -11,19 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latnas.errors import DataError
-
-EXECUTORS = ("local", "ray")
-
-
-def check_executor(executor: str) -> None:
-    """One-line errors for an unknown executor, or ``ray`` without Ray installed."""
-    if executor not in EXECUTORS:
-        raise DataError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
-    if executor == "ray":
-        from latnas.executors.ray_executor import import_ray
-
-        import_ray()
+from latnas.errors import NothingSucceeded
 
 
 def fleet_devices(fleet: Path | None, backend: str):
@@ -39,14 +27,16 @@ def fleet_devices(fleet: Path | None, backend: str):
 
 def run_fleet_profile(space, backend: str, store: Path, config, executor: str, address: str | None, fleet: Path | None,
                       specs, archs, progress: bool) -> None:
-    """Profile ``specs`` (and whole models ``archs``) of ``space`` on the fleet; print a summary."""
+    """Profile ``specs`` (and whole models ``archs``) of ``space`` on the fleet; print a summary.
+
+    The options were checked by :func:`latnas.cli.executor_options.check_executor_options`.
+    """
     from rich.console import Console
     from rich.table import Table
 
     from profilers import ProfileStore
     from profilers.fleet import Fleet
 
-    check_executor(executor)
     devices = fleet_devices(fleet, backend)
     dispatch = "ray" if executor == "ray" else "threads"
     with ProfileStore(store) as db, Fleet(devices, dispatch=dispatch, address=address) as lab:
@@ -64,3 +54,5 @@ def run_fleet_profile(space, backend: str, store: Path, config, executor: str, a
         console.print(f"unavailable {name}: {reason}", markup=False, highlight=False)
     for name, key, reason in s.failures:
         console.print(f"failed {key} on {name}: {reason}", markup=False, highlight=False)
+    if s.failed and not (s.done or s.skipped):
+        raise NothingSucceeded(f"nothing was measured: all {s.failed} items failed on the fleet (first: {s.failures[0][2]})")

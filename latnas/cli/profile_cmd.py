@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from latnas.cli.executor_options import check_executor_options
 from latnas.cli.validate import MAX_BATCH, MAX_LIMIT, MAX_MODELS, MAX_SEED, MAX_THREADS, check_output
 from latnas.errors import DataError, NothingSucceeded, ShapeError, StoreError
 
@@ -82,6 +83,9 @@ def profile(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
     force: bool = typer.Option(False, "--force", help="Re-measure what the store already holds and replace it."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for another profiling run on this machine (default) or refuse at once."),
+    executor: str = typer.Option("local", "--executor", help="local | ray: ray runs each device as a Ray actor (pip install 'latnas[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
+    fleet: Optional[Path] = typer.Option(None, "--fleet", help="JSON file of devices profiled at once (docs/scale.md)."),
 ) -> None:
     """Profile a space's unique blocks (default) or random whole models into a store; resumes.
 
@@ -101,8 +105,17 @@ def profile(
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
     check_output(store, "--store", kind="file")
+    check_executor_options(executor, ray_address, fleet=fleet)
     config = _config(quick, threads)
     the_space = get_space(space, batch=batch)
+    if executor == "ray" or fleet is not None:  # many devices at once, or one through Ray (docs/scale.md)
+        from latnas.cli.fleet_cmd import run_fleet_profile
+
+        if force:
+            raise DataError("--force profiles one device: give a fleet a new --store to re-measure it")
+        specs = the_space.unique_blocks()[:limit] if models == 0 or blocks else []
+        archs = the_space.random_archs(models, rng=seed) if models else []
+        return run_fleet_profile(the_space, backend, store, config, executor, ray_address, fleet, specs, archs, progress)
     bk = require_available(get_backend(backend))
     summaries = []
     with ProfileStore(store) as db:

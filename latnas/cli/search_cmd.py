@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from latnas.cli.executor_options import MAX_WORKERS, check_executor_options
 from latnas.cli.validate import (MAX_EVALS, MAX_IMAGES, MAX_MARGIN, MAX_POP_SIZE, MAX_PROFILE_TOP, MAX_RESOLUTION, MAX_SEED,
                                  MIN_RESOLUTION, check_finite, check_output)
 
@@ -38,6 +39,9 @@ def search(
         None, "--option", help="Algorithm option KEY=VALUE, repeatable (e.g. epochs=2, lambda_lat=0.5); unknown keys are refused."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    executor: str = typer.Option("local", "--executor", help="local | ray: where accuracy estimates run (pip install 'latnas[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_WORKERS, help="With --executor ray: scores at once (default: the cluster's CPUs)."),
 ) -> None:
     """Search SPACE for the most accurate archs within a latency budget."""
     from rich.console import Console
@@ -63,6 +67,12 @@ def search(
     if pop_size is not None:
         options["pop_size"] = str(pop_size)
     _check_algo_options(algo, options)  # unknown or out-of-range options: one line before any progress output
+    check_executor_options(executor, ray_address, workers)
+    runner = None  # where scores run (same front as local for the same seed: docs/scale.md)
+    if executor == "ray":
+        from latnas.executors import get_executor
+
+        runner = get_executor("ray", workers=workers, address=ray_address)
     with progress:
         task = progress.add_task(f"{algo} evals", total=evals, note="")
 
@@ -74,9 +84,13 @@ def search(
             score=score, score_table=score_table, score_column=score_column, arch_column=arch_column,
             data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
             profile_top=profile_top, backend=backend, profile_quick=profile_quick, export=export,
-            resume=resume, options=options, progress=report,
+            resume=resume, options=options, progress=report, executor=runner or "local",
         )
-        outcome = run_search(job)
+        try:
+            outcome = run_search(job)
+        finally:
+            if runner is not None:
+                runner.close()
     _print_summary(outcome)
 
 

@@ -68,6 +68,7 @@ class SearchJob:
     resume: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # the algorithm's options (strings are converted)
     progress: Callable[[int, int, str], None] | None = None
+    executor: Any = "local"  # where scores run: "local" or a latnas.executors.Executor (e.g. Ray workers)
 
 
 @dataclass
@@ -123,6 +124,10 @@ def build_problem(job: SearchJob, space: SearchSpace, objective: LatencyTable, b
     config = ScorerConfig(space=space, data=data, seed=job.seed, table=job.score_table, column=job.score_column,
                           arch_column=job.arch_column)
     scorer = make_scorer(name, config)
+    if job.executor not in (None, "local"):  # batches between ask and tell go to the executor, scores in order
+        from latnas.executors import ParallelScorer
+
+        scorer = ParallelScorer(scorer, job.executor)
     if name == "table":
         key = f"table:{Path(str(job.score_table)).name}:{job.score_column}"
     elif data is not None:

@@ -54,15 +54,21 @@ def measure_on_device(device: FleetDevice, item: dict[str, Any], config: Protoco
 
     The measurement carries the group's fingerprint (computed by the probe).
     """
+    import contextlib
+
+    from profilers.lock import profiling_lock
     from profilers.runner import profile_block, profile_model
 
-    if "model" in item:
-        from latnas.spaces import get_space
+    backend = _backend(device)
+    # a backend timing on this host holds the machine's profiling lock (an agent takes its own)
+    with contextlib.nullcontext() if backend.remote else profiling_lock(notify=logger.info):
+        if "model" in item:
+            from latnas.spaces import get_space
 
-        m = item["model"]
-        space = get_space(m["space"], batch=int(m["batch"]))
-        return profile_model(_backend(device), space, m["arch"], config, fingerprint=fingerprint)
-    return profile_block(_backend(device), BlockSpec.from_dict(item["spec"]), config, fingerprint=fingerprint)
+            m = item["model"]
+            space = get_space(m["space"], batch=int(m["batch"]))
+            return profile_model(backend, space, m["arch"], config, fingerprint=fingerprint)
+        return profile_block(backend, BlockSpec.from_dict(item["spec"]), config, fingerprint=fingerprint)
 
 
 # ---------------------------------------------------------------- dispatch
