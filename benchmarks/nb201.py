@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             label = f"scorer {args.score!r}; regret in true {args.score_column}"
         print(f"   (search scores: {label})")
         out["q2"] = q2(space, table, devs, fit_source_models(table, devices), lookup, seeds, evals=args.evals,
-                       algos=tuple(args.algos.split(",")), score_lookup=score_lookup)
+                       algos=tuple(args.algos.split(",")), score_lookup=score_lookup,
+                       partial=None if args.json is None else args.json.with_suffix(".partial.json"))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -24,6 +24,7 @@ and budget (the 25th / 50th / 75th percentile of the device's true latency):
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -193,13 +194,17 @@ class ScoreLookup(dict):
         return self[arch]
 
 
-def q2(space, table, devices, sources, acc_lookup, seeds, evals=300, algos=ALGOS, log=print, score_lookup=None) -> dict:
+def q2(space, table, devices, sources, acc_lookup, seeds, evals=300, algos=ALGOS, log=print, score_lookup=None,
+       partial=None) -> dict:
+    """Q2 over ``devices``; ``partial`` (a path) gets every row so far after each device."""
     t0 = time.perf_counter()
     rows = []
     for dev in devices:
         t1 = time.perf_counter()
         rows += run_device(space, table, acc_lookup, dev, sources, seeds, evals=evals, algos=algos, log=log,
                            score_lookup=score_lookup)
+        if partial is not None:
+            partial.write_text(json.dumps({"rows": rows}))
         log(f"  {dev}: {time.perf_counter() - t1:.0f} s")
     summary = summarise(rows, log=log)
     log(f"q2: {len(devices)} devices x {len(list(seeds))} seeds x {len(QUANTILES)} budgets x {len(algos)} algos "
