@@ -56,7 +56,7 @@ class HDAS(Algorithm):
     @dataclass
     class Options:
         epochs: int = 8  # warm-up included
-        warmup_epochs: int = 2  # weights only
+        warmup_epochs: int = 3  # weights only
         batch_size: int = 32
         max_batches: int | None = 15  # per epoch; None = all
         resolution: int | None = 8  # inputs downsampled to this (digits are 8x8 at source)
@@ -68,7 +68,7 @@ class HDAS(Algorithm):
         search_stage: bool = True  # False: plain chain, fixed max_cells (cell search only)
         mode: str = "darts"  # "darts" (softmax mixture) or "gdas" (one Gumbel-sampled op per edge)
         aux_skip: bool = True  # DARTS-: auxiliary skip beta*x on every edge, beta 1 -> 0
-        free_op_dropout: float = 0.0  # P-DARTS: dropout on skip/pool outputs during the search (0 = off)
+        free_op_dropout: float = 0.6  # P-DARTS: dropout on skip/pool outputs during the search (0 = off)
         allow_none: bool = False  # derive with "none" as a candidate (DARTS excludes it)
         derive: str = "argmax"  # "argmax" of alpha, or "pt": DARTS-PT's perturbation (the op whose removal hurts most)
         pt_images: int = 256  # val images per perturbation evaluation
