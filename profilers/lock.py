@@ -72,19 +72,15 @@ def profiling_lock(
     path = lock_path(name)
     key = str(path)
     with _guard:
-        if key in _held:
+        reentered = key in _held
+        if reentered:
             fd, depth = _held[key]
             _held[key] = (fd, depth + 1)
-            reentered = True
-        else:
-            reentered = False
     if reentered:
         try:
             yield path
         finally:
-            with _guard:
-                fd, depth = _held[key]
-                _held[key] = (fd, depth - 1)
+            _release(key)
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,14 +105,29 @@ def profiling_lock(
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
-        with _guard:
-            _held[key] = (fd, 1)
-        try:
-            yield path
-        finally:
-            with _guard:
-                del _held[key]
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+    except BaseException:
+        os.close(fd)
+        raise
+    with _guard:
+        _held[key] = (fd, 1)
+    try:
+        yield path
+    finally:
+        _release(key)
+
+
+def _release(key: str) -> None:
+    """Leave the lock; whoever leaves last (owner or a thread that re-entered) unlocks and closes it."""
+    import fcntl
+
+    with _guard:
+        fd, depth = _held[key]
+        if depth > 1:
+            _held[key] = (fd, depth - 1)
+            return
+        del _held[key]
+    try:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

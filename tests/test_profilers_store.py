@@ -281,3 +281,37 @@ def test_fifo_and_device_refused_without_opening(tmp_path):
         for read_only in (True, False):
             with pytest.raises(StoreError, match="not a regular file"):
                 ProfileStore(path, read_only=read_only)
+
+
+def test_profiling_lock_shared_by_threads_is_released_by_the_last_one(tmp_path, monkeypatch):
+    """A thread that enters while another holds the lock may leave after it: no KeyError, lock freed at the end."""
+    import threading
+
+    from profilers import lock
+
+    monkeypatch.setenv(lock.LOCK_DIR_ENV, str(tmp_path))
+    inside, owner_left, errors = threading.Event(), threading.Event(), []
+
+    def second():
+        try:
+            inside.wait(5)
+            with lock.profiling_lock("t"):
+                owner_left.wait(5)  # stay inside after the owner has left
+        except Exception as exc:  # pragma: no cover - the failure being tested
+            errors.append(exc)
+
+    t = threading.Thread(target=second)
+    t.start()
+    with lock.profiling_lock("t"):
+        inside.set()
+        import time as _time
+
+        for _ in range(100):  # wait until the second thread is inside
+            if lock._held[str(lock.lock_path("t"))][1] == 2:
+                break
+            _time.sleep(0.01)
+    owner_left.set()
+    t.join(5)
+    assert not errors and not lock._held
+    with lock.profiling_lock("t", wait=False):  # free again
+        pass
