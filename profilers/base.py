@@ -16,6 +16,17 @@ from latnas.registry import Registry
 EXAMPLE_SEED = 0  # seed of the example input every backend is timed on
 
 
+
+def option_flag(value: Any) -> bool:
+    """A boolean backend option; options may arrive as strings from the CLI (``channels_last=true``)."""
+    if isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return bool(value)
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     """How carefully to time one artifact (see the README's measurement protocol)."""

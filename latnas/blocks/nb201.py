@@ -94,17 +94,27 @@ class NB201Cell(nn.Module):
         self.edges = nn.ModuleList(edge_module(c, channels) for c in self.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
-        for j in (1, 2, 3):
-            terms = [self.edges[k](nodes[i]) for k, (to, i) in enumerate(NB201_EDGES) if to == j and self.ops[k] != 0]
-            if not terms:
-                nodes.append(x.mul(0.0))
-                continue
-            total = terms[0]
-            for t in terms[1:]:
-                total = total + t
-            nodes.append(total)
-        return nodes[3]
+        return cell_output(x, lambda k, h: self.edges[k](h) if self.ops[k] != 0 else None)
+
+
+def cell_output(x: torch.Tensor, edge_out) -> torch.Tensor:
+    """Node 3 of an NB201 cell on input ``x``: node j sums ``edge_out(k, node_i)`` over its edges k = (j <- i).
+
+    ``edge_out`` returns None for an edge that is off (``none``); a node with no
+    edge on outputs zeros, so a cell cut off from its input outputs zeros.
+    """
+    nodes = [x]
+    for j in (1, 2, 3):
+        terms = [t for k, (to, i) in enumerate(NB201_EDGES) if to == j
+                 for t in (edge_out(k, nodes[i]),) if t is not None]
+        if not terms:
+            nodes.append(x.mul(0.0))
+            continue
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        nodes.append(total)
+    return nodes[3]
 
 
 def _same_shape(spec: BlockSpec) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 from latnas.latency_table import LatencyTable
 from latnas.search.algorithm import Algorithm, register_algorithm
 from latnas.search.evolution import evolve, result_from, space_size
+from latnas.search.supernet import identity_choice
 from latnas.spaces.base import Arch, SearchSpace
 
 IDENTITY_OPS = ("skip", "zero")
@@ -93,17 +94,6 @@ def vital_layers(space: SearchSpace) -> list[int]:
     if isinstance(space, NB201Space):
         return []  # every cell edge has a parallel path: no searchable edge is vital
     return [s.index for s in space.layers if s.stride != 1 or s.cin != s.cout]
-
-
-def identity_choice(space: SearchSpace, layer: int) -> int | None:
-    """The allowed choice that is an identity at ``layer`` (``skip`` on a shape-keeping layer), if any."""
-    slot = space.layers[layer]
-    if slot.stride != 1 or slot.cin != slot.cout:
-        return None
-    for c in slot.allowed:
-        if space.choices[c].op == "skip":
-            return c
-    return None
 
 
 def vital_space_mask(space: SearchSpace, table: LatencyTable, vital: Sequence[int], identity: bool = True) -> np.ndarray:

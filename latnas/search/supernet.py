@@ -67,7 +67,8 @@ class SupernetLayout:
         return len(self.layers)
 
 
-def _identity_choice(space: SearchSpace, layer: int) -> int | None:
+def identity_choice(space: SearchSpace, layer: int) -> int | None:
+    """The allowed choice that is an identity at ``layer`` (``skip`` on a shape-keeping layer), if any."""
     slot = space.layers[layer]
     if slot.stride != 1 or slot.cin != slot.cout:
         return None
@@ -105,7 +106,7 @@ def build_layout(
     for stage, idxs in sorted(by_stage.items()):
         min_depth = 1
         for pos, idx in enumerate(idxs):
-            skip = _identity_choice(space, idx) if (pos > 0 and idx not in vital) else None
+            skip = identity_choice(space, idx) if (pos > 0 and idx not in vital) else None
             layers.append(LayerInfo(idx, stage, pos, tuple(space.layers[idx].allowed), skip))
             if skip is None:
                 min_depth = pos + 1

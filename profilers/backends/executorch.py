@@ -24,7 +24,7 @@ import importlib.util
 import logging
 from typing import Any, Callable
 
-from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
+from profilers.base import Backend, LatencyStats, ProtocolConfig, option_flag, register_backend
 from profilers.runtimes.executorch import ProgramCache, load_method, lower_to_xnnpack, toolchain_versions  # noqa: F401
 from profilers.runtimes.threads import set_executorch_threads
 
@@ -39,8 +39,8 @@ class ExecuTorchBackend(Backend):
     def __init__(self, cache: bool = True, amortize: bool = True, min_sample_ms: float = 1.0):
         if float(min_sample_ms) <= 0:
             raise ValueError(f"min_sample_ms must be > 0, got {min_sample_ms}")
-        self.cache = _flag(cache)
-        self.amortize = _flag(amortize)
+        self.cache = option_flag(cache)
+        self.amortize = option_flag(amortize)
         self.min_sample_ms = float(min_sample_ms)
         self._programs: ProgramCache | None = None
         self._last_meta: dict[str, Any] = {}
@@ -107,12 +107,3 @@ class ExecuTorchBackend(Backend):
     def measurement_meta(self) -> dict[str, Any]:
         return dict(self._last_meta)
 
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    return bool(value)

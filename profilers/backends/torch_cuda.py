@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from latnas.errors import BackendUnavailable
-from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
+from profilers.base import Backend, LatencyStats, ProtocolConfig, option_flag, register_backend
 from profilers.runtimes.cuda import (  # noqa: F401  (re-exported: older imports use this module)
     NO_GPU_REASON,
     CudaEventTimer,
@@ -62,8 +62,8 @@ class TorchCUDABackend(Backend):
             raise ValueError(f"CUDA device index must be >= 0, got {device}")
         self.device = int(device)
         self.precision = precision
-        self.layout = "channels_last" if _flag(channels_last) else "contiguous"
-        self.cudnn_benchmark = _flag(cudnn_benchmark)
+        self.layout = "channels_last" if option_flag(channels_last) else "contiguous"
+        self.cudnn_benchmark = option_flag(cudnn_benchmark)
         self.timing = GpuTimingConfig(mode=mode, min_sample_ms=float(min_sample_ms), warm_seconds=float(warm_seconds))
         self._gpu = None  # CudaDevice, made on first prepare
         self._guard: ClockGuard | None = None
@@ -126,16 +126,6 @@ class TorchCUDABackend(Backend):
         """Timing mode used, replays, fallback reason, SM clock before/after, ``clock_moved``."""
         return dict(self._last_meta)
 
-
-def _flag(value: Any) -> bool:
-    """Backend options may arrive as strings from the CLI (``channels_last=true``)."""
-    if isinstance(value, str):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    return bool(value)
 
 
 __all__ = ["PRECISIONS", "TIMING_MODES", "TorchCUDABackend", "measure_self_timed", "CudaEventTimer"]

@@ -23,7 +23,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from latnas.blocks.nb201 import NB201_EDGES, ResidualReduction, edge_module
+from latnas.blocks.nb201 import NB201_EDGES, ResidualReduction, cell_output, edge_module
 from latnas.ops import MBConv, conv_bn
 from latnas.spaces.base import SearchSpace
 from latnas.spec import BlockSpec
@@ -115,18 +115,11 @@ class SupernetCell(nn.Module):
                                    for _ in NB201_EDGES)
 
     def forward(self, x: torch.Tensor, path: tuple[tuple[int, ...], ...]) -> torch.Tensor:
-        nodes = [x]
-        for j in (1, 2, 3):
-            terms = [self.edges[k](nodes[i], tuple(c for c in path[k] if c != 0) or (0,))
-                     for k, (to, i) in enumerate(NB201_EDGES) if to == j and any(c != 0 for c in path[k])]
-            if not terms:
-                nodes.append(x.mul(0.0))
-                continue
-            total = terms[0]
-            for t in terms[1:]:
-                total = total + t
-            nodes.append(total)
-        return nodes[3]
+        def edge_out(k: int, h: torch.Tensor) -> torch.Tensor | None:
+            ops = tuple(c for c in path[k] if c != 0)
+            return self.edges[k](h, ops) if ops else None
+
+        return cell_output(x, edge_out)
 
 
 class NB201Supernet(nn.Module):
