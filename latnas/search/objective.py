@@ -17,13 +17,6 @@ from latnas.latency_table import TABLE_SCHEMA, LatencyTable, flops_table
 from latnas.spaces.base import SearchSpace
 
 
-def _compile_predictor_folder(path: Path, space: SearchSpace) -> LatencyTable:
-    """A saved predictor folder -> LatencyTable, verified (every file hashed in its manifest) and compiled."""
-    from predictors.persistence import load_latency_table
-
-    return load_latency_table(path, space)
-
-
 def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:
     """``"flops"``, a latency table JSON file, or a saved predictor folder -> LatencyTable for ``space``."""
     if str(predictor).lower() in ("flops", "mflops"):
@@ -32,7 +25,9 @@ def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:
     if not path.exists():
         raise PredictorFileError(f"predictor {path} does not exist (give a predictor folder, a latency table JSON or 'flops')")
     if path.is_dir():
-        table = _compile_predictor_folder(path, space)
+        from predictors.persistence import load_latency_table
+
+        table = load_latency_table(path, space)  # verified (every file hashed in its manifest), then compiled
     else:
         try:
             data = safe_json.load(path, what=f"predictor {path}")
