@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -68,6 +70,86 @@ ARCH_COLUMNS = ("arch", "arch_str")  # detected in this order when no column is 
 
 
 MAX_TABLE_VALUE = 1e15  # larger than any latency, FLOP or parameter count a table holds
+MAX_HEADER_BYTES = 64 * 1024  # the header line; NAS-Bench-201's (24 columns) is 322 bytes
+MAX_COLUMNS = 1024
+MAX_ROWS = 10_000_000
+NEWLINE = b"\n"
+#: what a numeric cell may look like: ASCII digits, no '_' (``float()`` also takes '2_8' and Arabic-Indic digits)
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+
+
+def _cell_value(text: str) -> float | None:
+    """The number in a cell; None for an empty or text cell; DataError text for a numeral we must not guess."""
+    text = text.strip()
+    if not text:
+        return None
+    if NUMBER.fullmatch(text):
+        return float(text)
+    try:
+        float(text)
+    except ValueError:
+        return None  # a text cell: the column is not numeric (or the cell is NaN)
+    raise ValueError(f"value {text[:40]!r} is not a plain ASCII number (no '_', no non-ASCII digits)")
+
+
+def _read_header(fh, path: Path) -> list[str]:
+    """The header line, bounded before it is parsed: size, NUL bytes, column count, duplicate names."""
+    raw = fh.readline(MAX_HEADER_BYTES + 1)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise DataError(f"table {path}: header line is longer than {MAX_HEADER_BYTES} bytes; refused")
+    if b"\x00" in raw:
+        raise DataError(f"table {path} row 1: NUL byte in the header; not a text table")
+    if raw.count(b",") >= MAX_COLUMNS:
+        raise DataError(f"table {path}: header has more than {MAX_COLUMNS} columns; refused")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"table {path} row 1: not UTF-8 text (byte {exc.start})") from None
+    try:
+        header = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise DataError(f"cannot read table {path} row 1: {str(exc)[:200]}") from None
+    header = [h.strip() for h in header]
+    seen: dict[str, int] = {}
+    for j, name in enumerate(header):
+        if name in seen:
+            raise DataError(f"table {path} row 1: column {name[:40]!r} appears twice (columns {seen[name] + 1} and "
+                            f"{j + 1}); give each column once")
+        seen[name] = j
+    return header
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file; NUL bytes, ragged rows and non-UTF-8 text refused with their row."""
+    try:
+        with path.open("rb") as fh:
+            header = _read_header(fh, path)
+            data = fh.read()
+    except OSError as exc:
+        raise DataError(f"cannot read table {path}: {exc.strerror or exc}") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataError(f"table {path} row {data.count(NEWLINE, 0, nul) + 2}: NUL byte; not a text table")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"table {path} row {data.count(NEWLINE, 0, exc.start) + 2}: not UTF-8 text") from None
+    del data
+    rows = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for cells in reader:
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) > len(header):
+                raise DataError(f"table {path} row {reader.line_num + 1}: {len(cells)} cells but the header has "
+                                f"{len(header)} columns")
+            rows.append(cells + [""] * (len(header) - len(cells)))
+            if len(rows) > MAX_ROWS:
+                raise DataError(f"table {path} has more than {MAX_ROWS} rows; refused")
+    except csv.Error as exc:
+        raise DataError(f"cannot read table {path} row {reader.line_num + 1}: {str(exc)[:200]}") from None
+    return header, rows
 
 
 def load_arch_table(path: str | Path, space, arch_column: str | None = None) -> ArchTable:
@@ -77,19 +159,17 @@ def load_arch_table(path: str | Path, space, arch_column: str | None = None) -> 
     :data:`ARCH_COLUMNS` present; its strings go through ``space.parse_arch``
     (so any form the space accepts). Columns with no numeric value are
     ignored; empty or non-numeric cells of numeric columns become NaN.
-    Refused with one line: a missing arch column, an arch that does not parse,
+    Refused with one line naming the row and column: a header over
+    :data:`MAX_HEADER_BYTES` or :data:`MAX_COLUMNS` (checked before any row is
+    read), a column named twice, a NUL byte, a row with more cells than the
+    header, a numeral ``float()`` takes but that is not plain ASCII (``2_8``,
+    Arabic-Indic digits), a missing arch column, an arch that does not parse,
     a duplicate arch, no rows.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"table {path} does not exist")
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read table {path}: {str(exc)[:200]}") from None
+    header, rows = _read_rows(path)
     if arch_column is None:
         arch_column = next((c for c in ARCH_COLUMNS if c in header), None)
         if arch_column is None:
@@ -99,31 +179,34 @@ def load_arch_table(path: str | Path, space, arch_column: str | None = None) -> 
         raise DataError(f"table {path} has no column {arch_column!r} (columns: {', '.join(header[:20]) or 'none'})")
     if not rows:
         raise DataError(f"table {path} has no rows")
-    names = [h for h in header if h != arch_column]
+    a = header.index(arch_column)
+    names = [(j, h) for j, h in enumerate(header) if j != a]
     archs = np.empty((len(rows), space.n_layers), dtype=np.int64)
     strings = []
     seen: dict[tuple, int] = {}
-    cols = {n: np.full(len(rows), np.nan) for n in names}
+    cols = {n: np.full(len(rows), np.nan) for _, n in names}
     for i, row in enumerate(rows):
-        text = (row.get(arch_column) or "").strip()
+        text = row[a].strip()
         try:
             archs[i] = space.parse_arch(text)
         except LatnasError as exc:
-            raise DataError(f"table {path} row {i + 2}: {exc}") from None
+            raise DataError(f"table {path} row {i + 2} column {arch_column[:40]!r}: {exc}") from None
         key = tuple(archs[i])
         if key in seen:
             raise DataError(f"table {path} row {i + 2}: arch {text[:80]!r} repeats row {seen[key] + 2}; "
                             "give each arch once")
         seen[key] = i
         strings.append(text)
-        for n in names:
+        for j, n in names:
             try:
-                value = float(row[n])
-            except (TypeError, ValueError):
+                value = _cell_value(row[j])
+            except ValueError as exc:
+                raise DataError(f"table {path} row {i + 2} column {n[:40]!r}: {exc}") from None
+            if value is None:
                 continue
             if math.isfinite(value) and abs(value) > MAX_TABLE_VALUE:  # 1e308 overflows every fit (inf: refused at training)
-                raise DataError(f"table {path} row {i + 2} column {n[:40]!r}: value {row[n][:40]!r} is out of range "
-                                f"(|value| <= {MAX_TABLE_VALUE:g})")
+                raise DataError(f"table {path} row {i + 2} column {n[:40]!r}: value {row[j].strip()[:40]!r} is out of "
+                                f"range (|value| <= {MAX_TABLE_VALUE:g})")
             cols[n][i] = value
     numeric = {n: v for n, v in cols.items() if np.isfinite(v).any()}
     return ArchTable(space.name, strings, archs, numeric)

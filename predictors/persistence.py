@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +37,14 @@ import numpy as np
 from latnas.errors import DataError, LatnasError, PredictorFileError
 from latnas.safe_json import loads
 from predictors.base import SavedState, space_of
+from predictors.data import MAX_TABLE_VALUE  # a prediction above it is no latency
 
 SCHEMA = "latnas.predictor/2"  # /2: state.json = {"state", "nested"}; predictors own their state
 META = "meta.json"
 STATE = "state.json"
 MAX_META_BYTES = 16 * 1024 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024  # per listed file; our largest (a 100-tree forest) is a few MB
+MAX_STATE_BYTES = 16 * 1024 * 1024  # state.json is parsed into Python objects (about 10x its size in memory)
 N_SANITY_ARCHS = 8
 
 
@@ -159,23 +165,56 @@ def _params_from(meta_params: dict[str, Any], doc: Any) -> tuple[dict[str, Any],
 
 
 # ------------------------------------------------------------------ save
-def save_predictor(model, folder: str | Path, **meta: Any) -> Path:
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _install(tmp: Path, folder: Path) -> None:
+    """Move the finished ``tmp`` folder to ``folder`` by rename: a reader sees the old model or the new one, never half."""
+    if not os.path.lexists(folder) or (folder.is_dir() and not any(folder.iterdir())):
+        os.replace(tmp, folder)  # rename(2) also replaces an empty folder
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        fd = os.open(folder.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) -> Path:
     """Write ``model`` to ``folder`` (created); ``meta`` adds fields such as
-    ``target``, ``training`` (hash, rows), ``metrics``, ``fingerprint``."""
+    ``target``, ``training`` (hash, rows), ``metrics``, ``fingerprint``.
+
+    The files are written to a hidden folder beside ``folder``, loaded back
+    with every check :func:`load_predictor` applies (``verify``), and only then
+    renamed into place: a model that would not load is a one-line
+    :class:`PredictorFileError` and nothing is written, and a kill at any
+    moment leaves either the previous ``folder`` or the complete new one.
+    An existing ``folder`` must be empty or hold a model (which is replaced).
+    """
     from predictors.registry import registered_name
 
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise PredictorFileError(f"{folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / META).is_file():
+        raise PredictorFileError(f"{folder} holds files but no model ({META}); refusing to write a model into it")
     level, name = registered_name(model)
     blobs = {STATE: json.dumps(state_document(model), default=_json_default).encode()}
     for fname, data in model.to_files().items():
         if fname in (META, STATE) or Path(fname).name != fname:
             raise PredictorFileError(f"{type(model).__name__} wants to write a bad file name {fname!r}")
         blobs[fname] = bytes(data)
-    folder.mkdir(parents=True, exist_ok=True)
-    for fname, data in blobs.items():
-        (folder / fname).write_bytes(data)
     doc = {
         "schema": SCHEMA,
         "level": level,
@@ -187,16 +226,41 @@ def save_predictor(model, folder: str | Path, **meta: Any) -> Path:
         "files": {fname: _sha256(data) for fname, data in blobs.items()},
         **meta,
     }
-    (folder / META).write_text(json.dumps(doc, indent=1, default=_json_default))
+    blobs[META] = json.dumps(doc, indent=1, default=_json_default).encode()
+    folder.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=folder.absolute().parent))
+    try:
+        for fname, data in blobs.items():  # meta.json last: a folder without it is never a model
+            _write_synced(tmp / fname, data)
+        if verify:
+            try:
+                load_predictor(tmp)
+            except PredictorFileError as exc:
+                reason = str(exc).replace(f"model {tmp}: ", "").replace(str(tmp), str(folder))
+                raise PredictorFileError(f"the trained model would not load, so {folder} was not written: {reason}") from None
+        _install(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return folder
 
 
 # ------------------------------------------------------------------ load
 def _read_bounded(path: Path, limit: int) -> bytes:
+    """A regular file (not a link, FIFO or device) of at most ``limit`` bytes."""
     try:
-        if path.stat().st_size > limit:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise PredictorFileError(f"{path} is a symbolic link; a model folder holds its own files only")
+        if not stat.S_ISREG(st.st_mode):
+            raise PredictorFileError(f"{path} is not a regular file")
+        if st.st_size > limit:
             raise PredictorFileError(f"{path} is larger than {limit} bytes; refused")
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise PredictorFileError(f"{path} is larger than {limit} bytes; refused")
+        return data
     except FileNotFoundError:
         raise PredictorFileError(f"{path} is missing") from None
     except OSError as exc:
@@ -217,7 +281,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         raise PredictorFileError(f"model {folder} does not exist")
     if not folder.is_dir():
         raise PredictorFileError(f"model {folder} is not a model folder (expected {META} inside)")
-    if not (folder / META).is_file():
+    if not os.path.lexists(folder / META):
         raise PredictorFileError(f"model {folder} has no {META}")
     try:
         meta = loads(_read_bounded(folder / META, MAX_META_BYTES), f"{folder}/{META}")
@@ -242,9 +306,11 @@ def read_files(folder: str | Path, meta: dict[str, Any]) -> dict[str, bytes]:
     out = {}
     for fname, digest in listed.items():
         path = folder / fname
-        if Path(fname).name != fname or fname == META or not path.is_file():
+        if Path(fname).name != fname or fname in (META, "", ".", "..") or "\x00" in fname:
+            raise PredictorFileError(f"model {folder}/{META} lists {fname[:60]!r}, which is not a plain file name")
+        if not os.path.lexists(path):
             raise PredictorFileError(f"model {folder} is missing {fname}")
-        data = _read_bounded(path, MAX_FILE_BYTES)
+        data = _read_bounded(path, MAX_STATE_BYTES if fname == STATE else MAX_FILE_BYTES)
         if _sha256(data) != digest:
             raise PredictorFileError(f"model {folder}/{fname} does not match its sha256 in {META} (modified or corrupt)")
         out[fname] = data
@@ -271,6 +337,8 @@ def sanity_check(model, meta: dict[str, Any], n: int = N_SANITY_ARCHS) -> None:
             continue
         if pred.shape != (len(archs),) or not np.all(np.isfinite(pred)) or np.any(pred <= 0):
             raise PredictorFileError("model predicts non-finite or non-positive latency for archs of its space; refused")
+        if np.any(pred > MAX_TABLE_VALUE):
+            raise PredictorFileError(f"model predicts latencies above {MAX_TABLE_VALUE:g} ms for archs of its space; refused")
         return
     raise PredictorFileError(f"model cannot predict archs of its space: {refused}")
 
