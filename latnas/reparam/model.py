@@ -62,29 +62,34 @@ def _fuse_method(module: nn.Module):
 
 
 def _fuse_tree(module: nn.Module, done: dict[int, tuple[nn.Module, nn.Module, bool]]) -> nn.Module:
-    """Fuse ``module``'s subtree, children before parents; return what replaces ``module``.
+    """Fuse ``module``'s subtree top-down (the timm order); return what replaces ``module``.
 
-    Both block conventions are honoured: a fuse method that works in place
-    (returning None or the block itself) keeps the block; one that returns a
-    different module (timm/LeViT ``fuse()``) has that module put back into the
-    parent with ``setattr``. ``done`` maps each visited module's id to
-    ``(module, result, fused)`` (holding the module keeps its id unique), so a
-    module shared by several parents is fused once and stays shared.
+    A module with a fuse method is fused as a whole and its children are NOT
+    visited: its own ``fuse()`` may call its children's (RepViT), so fusing
+    them first would leave it calling a method they no longer have. A module
+    without one has each child fused the same way. Both block conventions are
+    honoured: a fuse method that works in place (returning None or the block
+    itself) keeps the block; one that returns a different module (timm/LeViT
+    ``fuse()``) has that module put back into the parent with ``setattr``.
+    ``done`` maps each visited module's id to ``(module, result, fused)``
+    (holding the module keeps its id unique), so a module shared by several
+    parents is fused once and stays shared.
     """
     if id(module) in done:
         return done[id(module)][1]
-    for name, child in list(module._modules.items()):  # not named_children(): it hides repeats of a shared child
-        if child is None:
-            continue
-        new = _fuse_tree(child, done)
-        if new is not child:
-            setattr(module, name, new)
-    result = module
     method = _fuse_method(module)
+    result = module
     if method is not None:
         out = method()
         if isinstance(out, nn.Module) and out is not module:
             result = out
+    else:
+        for name, child in list(module._modules.items()):  # not named_children(): it hides repeats of a shared child
+            if child is None:
+                continue
+            new = _fuse_tree(child, done)
+            if new is not child:
+                setattr(module, name, new)
     done[id(module)] = (module, result, method is not None)
     return result
 
@@ -93,8 +98,9 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, fold_bn: bool 
     """Return the deploy (fused) form of ``model``, in eval mode.
 
     Every submodule with a ``reparameterize()``, ``switch_to_deploy()`` or
-    ``fuse()`` method callable without arguments is fused (children before
-    parents); when that method returns a different module, the returned module
+    ``fuse()`` method callable without arguments is fused, top-down as timm
+    does (a block that fuses is fused whole; its children are not visited);
+    when that method returns a different module, the returned module
     replaces the block in its parent (the timm convention), otherwise the block
     is taken to have fused in place. Then, with ``fold_bn``, remaining
     ``Conv2d -> BatchNorm2d`` pairs in ``nn.Sequential`` containers are folded.
