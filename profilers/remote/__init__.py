@@ -10,6 +10,7 @@ Modules, one job each:
   parsing, the backend option allowlists;
 - :mod:`~profilers.remote.agent`: profiling a request with a local backend;
 - :mod:`~profilers.remote.server`: the bounded HTTP server, handler, ``serve``;
+- :mod:`~profilers.remote.auth`: the start-up token and host checks;
 - :mod:`~profilers.remote.client`: :class:`AgentClient` and its error mapping;
 - :mod:`~profilers.remote.backend`: the ``remote`` backend (:class:`RemoteBackend`).
 
@@ -57,15 +58,15 @@ _EXPORTS = {
     "AgentClient": "profilers.remote.client",
     "AgentHandler": "profilers.remote.server",
     "AgentServer": "profilers.remote.server",
-    "is_loopback": "profilers.remote.server",
+    "is_loopback": "profilers.remote.auth",
     "make_server": "profilers.remote.server",
     "prepare_serve": "profilers.remote.server",
-    "read_token_file": "profilers.remote.server",
-    "resolve_token": "profilers.remote.server",
+    "read_token_file": "profilers.remote.auth",
+    "resolve_token": "profilers.remote.auth",
     "run_until_interrupted": "profilers.remote.server",
     "serve": "profilers.remote.server",
     "start_in_thread": "profilers.remote.server",
-    "token_file_warning": "profilers.remote.server",
+    "token_file_warning": "profilers.remote.auth",
     "API_PREFIX": "profilers.remote.wire",
     "DEFAULT_AGENT_OPTIONS": "profilers.remote.wire",
     "DEFAULT_BACKEND": "profilers.remote.wire",

@@ -10,11 +10,8 @@ a connection beyond that gets an immediate 503 and is closed.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
-import os
-import secrets
 import socket
 import threading
 from http import HTTPStatus
@@ -22,11 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from latnas import safe_json
 from latnas.errors import BackendUnavailable, DataError, LatnasError, ShapeError, UnknownNameError
 from profilers.base import BACKENDS
 from profilers.lock import profiling_lock
 from profilers.remote.agent import agent_info, load_backends, profile_models, profile_specs
+from profilers.remote.auth import is_loopback, resolve_token, token_file_warning
+from profilers.remote.framing import Deadline, decode_json, framing_problem, read_body
 from profilers.remote.wire import (
     API_PREFIX,
     DEFAULT_BACKEND,
@@ -41,71 +39,6 @@ from profilers.remote.wire import (
 )
 
 logger = logging.getLogger(__name__)
-
-TOKEN_FILE_MAX_BYTES = 4096
-
-
-def is_loopback(host: str) -> bool:
-    """True for loopback addresses and ``localhost``."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def read_token_file(path: str | Path) -> str:
-    """The token stored in ``path`` (first line, stripped); one-line LatnasError if unusable."""
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise LatnasError(f"token file {path} does not exist or is not a regular file")
-        if path.stat().st_size > TOKEN_FILE_MAX_BYTES:
-            raise LatnasError(f"token file {path} is larger than {TOKEN_FILE_MAX_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LatnasError(f"cannot read token file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise LatnasError(f"token file {path} is not UTF-8 text") from None
-    lines = text.strip().splitlines()
-    if not lines:
-        raise LatnasError(f"token file {path} is empty")
-    return lines[0].strip()
-
-
-def token_file_warning(path: str | Path) -> str | None:
-    """A warning line when the token file can be read by other users, else ``None``."""
-    try:
-        mode = Path(path).stat().st_mode
-    except OSError:
-        return None
-    if mode & 0o077:
-        return f"warning: token file {path} is readable by other users (chmod 600 {path})"
-    return None
-
-
-def resolve_token(token: str | None, token_file: str | Path | None = None) -> tuple[str, bool]:
-    """The token to serve with and whether it was generated here.
-
-    Taken from ``token``, else ``token_file``, else ``$LATNAS_AGENT_TOKEN``; an
-    explicit token must have at least :data:`MIN_TOKEN_CHARS` characters. With
-    none, a random one is made with :func:`secrets.token_urlsafe` (the caller
-    prints it once).
-    """
-    if token is not None and token_file is not None:
-        raise LatnasError("give the agent token once: --token or --token-file, not both")
-    if token is None and token_file is not None:
-        token = read_token_file(token_file)
-    if token is None:
-        token = os.environ.get(TOKEN_ENV) or None
-    if token is None:
-        return secrets.token_urlsafe(32), True
-    token = token.strip()
-    if len(token) < MIN_TOKEN_CHARS:
-        raise LatnasError(f"agent token too short: use at least {MIN_TOKEN_CHARS} characters (or omit it to get a random one)")
-    return token, False
-
 
 # --------------------------------------------------------------------- server
 class AgentServer(ThreadingHTTPServer):
@@ -155,6 +88,10 @@ class AgentServer(ThreadingHTTPServer):
         finally:
             self.slots.release()
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that resets or vanishes mid-request: one log line, not a traceback on stderr."""
+        logger.info("request from %s ended early", client_address[0] if client_address else "?", exc_info=False)
+
 
 def _refuse_busy(sock: socket.socket, cap: int) -> None:
     """Answer 503 on the accepting thread without reading the request (bounded, never blocks long)."""
@@ -181,6 +118,25 @@ class AgentHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.limits.request_timeout_s  # a stalled client is cut off
         super().setup()
+
+    def handle_one_request(self) -> None:
+        """One request whose line, headers and body must all arrive within ``request_timeout_s`` in total."""
+        self._deadline = Deadline(self.server.limits.request_timeout_s, self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        problem = framing_problem(self.headers, self.request_version)
+        if problem is None:
+            return True
+        self.request_version = "HTTP/1.0"  # an HTTP/0.9 request still gets a status line
+        self.close_connection = True
+        self._error(*problem)
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:  # route access logs to logging
         logger.info("%s %s", self.address_string(), format % args)
@@ -212,7 +168,7 @@ class AgentHandler(BaseHTTPRequestHandler):
         """Read a small unread body so that the client sees our reply (not a reset)."""
         n = self._content_length()
         if n and 0 < n <= self.server.limits.max_body_bytes:
-            self.rfile.read(n)
+            read_body(self.rfile, n, self._deadline)
         elif n:
             self.close_connection = True
 
@@ -246,16 +202,17 @@ class AgentHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {limit} bytes")
             return None
         ctype = self.headers.get("Content-Type", "application/json").split(";", 1)[0].strip().lower()
-        try:
-            body = self.rfile.read(n)
-        except OSError:  # the client stalled past the timeout or went away
+        body = read_body(self.rfile, n, self._deadline)
+        if body is None:  # the client stalled past the deadline or went away
             self.close_connection = True
+            if self._deadline.expired:
+                self._error(HTTPStatus.REQUEST_TIMEOUT, f"request not received within {self.server.limits.request_timeout_s:g} s")
             return None
         if ctype != "application/json":
             self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
             return None
         try:
-            return safe_json.loads(body, "request body", max_depth=MAX_BODY_DEPTH, max_bytes=limit)
+            return decode_json(body, MAX_BODY_DEPTH, limit)
         except DataError as exc:
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
             return None

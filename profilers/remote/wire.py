@@ -47,7 +47,8 @@ class AgentLimits:
     max_seconds: float = 60.0  # ProtocolConfig.max_seconds and warmup_seconds
     max_repeats: int = 100_000  # ProtocolConfig.max_repeats / min_repeats / warmup_runs
     max_connections: int = 8  # requests served at once; more get 503 at once
-    request_timeout_s: float = 60.0  # a client stalling longer while sending is cut off
+    request_timeout_s: float = 60.0  # total time to send one request (line, headers, body); slower clients are cut off
+    max_request_seconds: float = 600.0  # worst-case timing budget of one request (items x per-item budget)
 
 
 # Client-settable options of backends that do not declare ``Backend.agent_options``
@@ -237,6 +238,23 @@ def _parse_specs(raw_specs: Any, limits: AgentLimits) -> tuple[BlockSpec, ...]:
     return tuple(specs)
 
 
+def item_budget_s(cfg: ProtocolConfig) -> float:
+    """Worst-case seconds the protocol may spend timing one item under ``cfg`` (warm-up and timed runs, every
+    session and retry; each phase stops at its own cap)."""
+    sessions = max(1, int(getattr(cfg, "sessions", 1))) + max(0, int(getattr(cfg, "extra_sessions", 0)))
+    return sessions * (cfg.warmup_seconds + (1 + cfg.noisy_retries) * cfg.max_seconds)
+
+
+def check_request_budget(n_items: int, cfg: ProtocolConfig, limits: AgentLimits = AgentLimits()) -> None:
+    """Refuse a request whose items could take longer than ``limits.max_request_seconds`` in total."""
+    total = n_items * item_budget_s(cfg)
+    if total > limits.max_request_seconds:
+        raise DataError(
+            f"request could take {total:.0f} s ({n_items} items x {item_budget_s(cfg):.3g} s each); the agent's limit is "
+            f"{limits.max_request_seconds:g} s per request: send fewer items or a shorter config"
+        )
+
+
 def parse_profile_request(
     payload: Any, default_backend: str = DEFAULT_BACKEND, limits: AgentLimits = AgentLimits()
 ) -> ProfileRequest:
@@ -255,10 +273,12 @@ def parse_profile_request(
         raise DataError("give exactly one of 'specs' (a non-empty list of block spec objects) or 'models'")
     models = parse_models(payload["models"], limits) if "models" in payload else ()
     specs = _parse_specs(payload["specs"], limits) if "specs" in payload else ()
+    config = parse_config(payload.get("config"), limits)
+    check_request_budget(len(specs) or len(models), config, limits)
     return ProfileRequest(
         backend=backend,
         specs=specs,
-        config=parse_config(payload.get("config"), limits),
+        config=config,
         options=parse_options(payload.get("options")),
         models=models,
     )
