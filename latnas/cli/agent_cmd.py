@@ -38,9 +38,9 @@ def serve_cmd(
     """Serve profiling requests over authenticated HTTP/JSON until interrupted."""
     from profilers import remote
 
+    server, lines = remote.prepare_serve(host, port, token, backend, token_file=token_file)  # a bad token: one error line
     if token is not None:
         typer.echo(PS_WARNING, err=True)
-    server, lines = remote.prepare_serve(host, port, token, backend, token_file=token_file)
     for line in lines:
         typer.echo(line, err=True)
     remote.run_until_interrupted(server)
