@@ -8,10 +8,14 @@ read, without either knowing the other.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from latnas.registry import Registry
+from profilers.config import LatencyStats, ProtocolConfig
+from profilers.protocol import measure, pinned_threads
+
+__all__ = ["BACKENDS", "Backend", "LatencyStats", "Measurement", "ProtocolConfig", "example_input", "register_backend"]
 
 EXAMPLE_SEED = 0  # seed of the example input every backend is timed on
 
@@ -28,45 +32,6 @@ def option_flag(value: Any) -> bool:
     return bool(value)
 
 @dataclass(frozen=True)
-class ProtocolConfig:
-    """How carefully to time one artifact (see the README's measurement protocol)."""
-
-    warmup_runs: int = 10  # at least this many untimed runs ...
-    warmup_seconds: float = 0.2  # ... and at least this long
-    min_repeats: int = 30  # timed runs before stability is checked
-    max_repeats: int = 300  # hard cap on timed runs
-    max_seconds: float = 5.0  # stop adding repeats after this long
-    rel_tolerance: float = 0.01  # stable when the running median moves less than this ...
-    stable_windows: int = 3  # ... for this many consecutive windows
-    window: int = 10  # repeats per stability window
-    threads: int = 1  # intra-op threads (pinned while timing)
-    noise_iqr_ratio: float = 0.10  # flag as noisy when IQR / median exceeds this
-    noisy_retries: int = 2  # re-time a noisy result up to this many times; keep the least noisy attempt
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Summary statistics of one timed artifact, in milliseconds."""
-
-    median_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    p10_ms: float
-    p25_ms: float
-    p75_ms: float
-    p90_ms: float
-    iqr_ms: float
-    repeats: int
-    warmup_runs: int
-    stable: bool  # the median settled before the cap
-    noisy: bool  # IQR / median above ProtocolConfig.noise_iqr_ratio
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class Measurement:
     """One stored result: what was timed, where, how, and the statistics."""
 
@@ -81,6 +46,14 @@ class Measurement:
     precision: str = "fp32"  # fp32 | fp16 | bf16 (part of the store key)
     layout: str = "contiguous"  # contiguous | channels_last (part of the store key)
     meta: dict[str, Any] = field(default_factory=dict)  # how it was timed (GPU timing mode, replays, clocks)
+    sessions: tuple[LatencyStats, ...] = ()  # every session's statistics, in the order measured
+    spread: float = 0.0  # between-session spread: (max - min) / min of the session medians
+    protocol: str = ""  # how the sessions were aggregated ("sessions=3 estimator=min agree=0.03"; "legacy")
+
+    @property
+    def session_medians(self) -> list[float]:
+        """The sessions' medians (a legacy single-session row: its own median)."""
+        return [s.median_ms for s in self.sessions] or [self.stats.median_ms]
 
 
 class Backend:
@@ -99,7 +72,13 @@ class Backend:
       with device events instead of the host clock);
     - ``measure_module`` / ``measure_spec`` / ``measure_specs`` /
       ``measure_model`` -> prepare-and-measure one module, block or model;
-      a backend that measures elsewhere (``remote = True``) overrides these.
+      a backend that measures elsewhere (``remote = True``) overrides these;
+    - ``build(module, example, config)`` -> the item's artifact, made once
+      (ONNX file, ``.pte``); ``open_session(artifact, config)`` -> a fresh
+      session on it; ``measure_session``; ``release(artifact)``. The runner
+      measures each item in several such sessions (:mod:`profilers.sessions`);
+      a backend that overrides ``measure_spec`` / ``measure_model`` instead
+      gets one call of it per session.
 
     ``agent_options`` names the constructor options a remote client may set
     through ``latnas agent`` (an allowlist; never a filesystem path).
@@ -133,20 +112,41 @@ class Backend:
 
     def measure(self, fn: Callable[[], Any], config: ProtocolConfig) -> LatencyStats:
         """Time a prepared callable with the shared protocol (host clock)."""
-        from profilers.protocol import measure
-
         return measure(fn, config)
 
     def measure_module(self, module, example, config: ProtocolConfig) -> LatencyStats:
         """Prepare ``module`` and time it with :meth:`measure`, threads pinned throughout."""
-        from profilers.protocol import pinned_threads
-
         with pinned_threads(config.threads):  # export/lowering also runs with the pinned count
             fn = self.prepare(module, example, config)
             try:
                 return self.measure(fn, config)
             finally:
                 del fn
+
+    # --- sessions: the unit of repetition (profilers.sessions interleaves them over items)
+    def build(self, module, example, config: ProtocolConfig) -> Any:
+        """Export / lower ``module`` once per item; every session of the item opens the result.
+
+        Default: the module and its input, which :meth:`open_session` prepares.
+        """
+        return (module, example)
+
+    def open_session(self, artifact: Any, config: ProtocolConfig) -> Callable[[], Any]:
+        """A fresh session on ``artifact`` (new ORT session, program load, CUDA graph); default: ``prepare``."""
+        module, example = artifact
+        return self.prepare(module, example, config)
+
+    def measure_session(self, artifact: Any, config: ProtocolConfig) -> LatencyStats:
+        """Open one fresh session on ``artifact`` and time it with :meth:`measure`, threads pinned."""
+        with pinned_threads(config.threads):
+            fn = self.open_session(artifact, config)
+            try:
+                return self.measure(fn, config)
+            finally:
+                del fn
+
+    def release(self, artifact: Any) -> None:
+        """Drop what :meth:`build` made (temporary files); called once the item is done or failed."""
 
     def measure_spec(self, spec, config: ProtocolConfig) -> tuple[LatencyStats, dict[str, Any] | None]:
         """Time one ``BlockSpec``: ``(stats, device info)``; info ``None`` means this host."""

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from profilers.base import LatencyStats, ProtocolConfig
+from profilers.config import MAX_SESSIONS, LatencyStats, ProtocolConfig
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ QUICK_CONFIG = ProtocolConfig(
     rel_tolerance=0.02,
     stable_windows=2,
     window=5,
-    noisy_retries=1,
+    noisy_retries=0,
+    sessions=1,
+    extra_sessions=0,
 )
 
 
@@ -90,6 +92,12 @@ def check_config(config: ProtocolConfig) -> ProtocolConfig:
         raise ValueError(f"noisy_retries must be >= 0, got {config.noisy_retries}")
     if config.rel_tolerance <= 0 or config.noise_iqr_ratio <= 0:
         raise ValueError("rel_tolerance and noise_iqr_ratio must be > 0")
+    if not 1 <= config.sessions <= MAX_SESSIONS:
+        raise ValueError(f"sessions must be between 1 and {MAX_SESSIONS}, got {config.sessions}")
+    if not 0 <= config.extra_sessions <= MAX_SESSIONS:
+        raise ValueError(f"extra_sessions must be between 0 and {MAX_SESSIONS}, got {config.extra_sessions}")
+    if not 0 < config.session_agree < 1:
+        raise ValueError(f"session_agree must be between 0 and 1 (a relative gap), got {config.session_agree}")
     return config
 
 

@@ -1,10 +1,15 @@
 """Profile many blocks or whole models into a store, resumably.
 
 ``profile_blocks`` / ``profile_models`` skip what the store already holds for
-this device fingerprint and backend, profile the rest one by one (each result
-committed at once), show a progress bar with ETA, and return a
-:class:`RunSummary`. A block that fails to export or run is reported in one
-line and skipped; the run goes on.
+this device fingerprint and backend and measure the rest in sessions
+(:mod:`profilers.sessions`): ``config.sessions`` fresh sessions per item,
+interleaved over the items (pass 1 over all, pass 2, ...), extra sessions for
+noisy items at the end. Every session is committed at once (the store's
+``pending_sessions``), every finished item too; an interrupted run resumes
+with the missing sessions only. A progress bar shows sessions with ETA and
+the run returns a :class:`RunSummary`. An item whose session fails is
+reported in one line and marked failed (its stored sessions are kept); the
+run goes on.
 
 A run holds the machine's profiling lock (:mod:`profilers.lock`) while it
 measures, so two runs never time each other; the second waits (or, with
@@ -29,13 +34,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from latnas.errors import BackendUnavailable, LatnasError
 from latnas.spec import BlockSpec
-from profilers.base import BACKENDS, EXAMPLE_SEED, Backend, Measurement, ProtocolConfig, example_input  # noqa: F401 (re-exported)
+from profilers.base import BACKENDS, EXAMPLE_SEED, Backend, LatencyStats, Measurement, ProtocolConfig, example_input  # noqa: F401
 from profilers.fingerprint import device_fingerprint
 from profilers.lock import profiling_lock
+from profilers.items import measurement_of, model_spec, block_item, model_item, model_key  # noqa: F401 (model_key re-exported)
 from profilers.protocol import check_config
+from profilers.sessions import SessionHooks, SessionItem, run_sessions
 
 logger = logging.getLogger(__name__)
-
 
 
 # ------------------------------------------------------------------ backends
@@ -77,28 +83,25 @@ def _fingerprint(backend: Backend, config: ProtocolConfig, fingerprint: str | No
     return fingerprint or device_fingerprint(backend, config.threads)[0]
 
 
+def _measure_one(item: SessionItem, config: ProtocolConfig) -> list[LatencyStats]:
+    """All sessions of one item back to back (no store); re-raises a failing session's error."""
+    errors: list[BaseException] = []
+    run_sessions([item], config, SessionHooks(on_fail=lambda it, exc: errors.append(exc)))
+    if errors:
+        raise errors[0]
+    return item.sessions
+
+
 def profile_block(
     backend: str | Backend, spec: BlockSpec, config: ProtocolConfig = ProtocolConfig(), fingerprint: str | None = None
 ) -> Measurement:
-    """Measure one block; returns a :class:`Measurement` (not stored)."""
+    """Measure one block in ``config.sessions`` sessions; returns a :class:`Measurement` (not stored)."""
     backend = get_backend(backend)
     check_config(config)
     spec.validate()
-    result = backend.measure_spec(spec, config)
-    stats = result[0] if isinstance(result, tuple) else result  # tolerate overrides returning bare stats
-    return Measurement(
-        key=spec.key,
-        kind="block",
-        backend=backend.name,
-        fingerprint=_fingerprint(backend, config, fingerprint),
-        batch=spec.batch,
-        stats=stats,
-        spec=spec.to_dict(),
-        created=time.time(),
-        precision=backend.precision,
-        layout=backend.layout,
-        meta=backend.measurement_meta(),
-    )
+    sessions = _measure_one(block_item(backend, spec, config), config)
+    return measurement_of(backend, "block", spec.key, spec.batch, spec.to_dict(), sessions, config,
+                        _fingerprint(backend, config, fingerprint))
 
 
 def _space(space):
@@ -109,32 +112,17 @@ def _space(space):
     return space
 
 
-def model_key(space_name: str, arch: str) -> str:
-    return f"model:{space_name}:{arch}"
-
-
 def profile_model(
     backend: str | Backend, space, arch, config: ProtocolConfig = ProtocolConfig(), fingerprint: str | None = None
 ) -> Measurement:
-    """Measure one whole model of ``space`` (a name or SearchSpace); key ``model:<space>:<arch>``."""
+    """Measure one whole model of ``space`` (a name or SearchSpace) in sessions; key ``model:<space>:<arch>``."""
     backend = get_backend(backend)
     check_config(config)
     space = _space(space)
     arch_str = space.format_arch(space.parse_arch(arch))
-    stats = backend.measure_model(space.name, arch_str, space.batch, config, space=space)
-    return Measurement(
-        key=model_key(space.name, arch_str),
-        kind="model",
-        backend=backend.name,
-        fingerprint=_fingerprint(backend, config, fingerprint),
-        batch=space.batch,
-        stats=stats,
-        spec={"space": space.name, "arch": arch_str, "batch": space.batch},
-        created=time.time(),
-        precision=backend.precision,
-        layout=backend.layout,
-        meta=backend.measurement_meta(),
-    )
+    sessions = _measure_one(model_item(backend, space, arch_str, config), config)
+    return measurement_of(backend, "model", model_key(space.name, arch_str), space.batch, model_spec(space, arch_str),
+                        sessions, config, _fingerprint(backend, config, fingerprint))
 
 
 # ------------------------------------------------------------------- summary
@@ -152,6 +140,9 @@ class RunSummary:
     measurements: list[Measurement] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # measured, but a row stored meanwhile was kept
     wall_s: float = 0.0
+    sessions_run: int = 0  # sessions timed in this run
+    extra: int = 0  # of which extra sessions for noisy items
+    resumed: int = 0  # sessions of unfinished items found in the store (not re-timed)
 
     @property
     def failed(self) -> int:
@@ -177,6 +168,9 @@ class RunSummary:
             "failed": self.failed,
             "kept": len(self.kept),
             "noisy": self.noisy,
+            "sessions_run": self.sessions_run,
+            "extra_sessions": self.extra,
+            "resumed_sessions": self.resumed,
             "median_of_medians_ms": self.median_of_medians_ms,
             "wall_s": self.wall_s,
             "failures": [list(f) for f in self.failures],
@@ -222,12 +216,22 @@ def _no_lock():
     yield None
 
 
+@dataclass
+class _Todo:
+    """One item of a run: its identity, its stored spec and how to make its :class:`SessionItem`."""
+
+    key: str
+    batch: int
+    spec: dict[str, Any]
+    item: Callable[[], SessionItem]
+
+
 def _run(
     backend: Backend,
     store,
     config: ProtocolConfig,
     kind: str,
-    items: list[tuple[str, int, Callable[[str], Measurement]]],
+    items: list[_Todo],
     progress: bool,
     force: bool = False,
     wait: bool = True,
@@ -238,44 +242,66 @@ def _run(
     store.use_device(fp, info)
     summary = RunSummary(backend=backend.name, fingerprint=fp, kind=kind, total=len(items))
     stored = set() if force else store.stored_keys(backend.name, fp)
-    todo = [it for it in items if (it[0], it[1]) not in stored]
+    todo = [it for it in items if (it.key, it.batch) not in stored]
     start = time.perf_counter()
     lock = profiling_lock(wait=wait, notify=_notify) if _measures_here(backend) and todo else _no_lock()
     with lock:
         if todo and not force:  # a run we waited for may have stored some of them meanwhile
             stored = store.stored_keys(backend.name, fp)
-            todo = [it for it in todo if (it[0], it[1]) not in stored]
+            todo = [it for it in todo if (it.key, it.batch) not in stored]
         summary.skipped = len(items) - len(todo)
-        _measure(backend, store, kind, todo, fp, summary, progress, force)
+        _measure(backend, store, kind, todo, fp, summary, progress, force, config)
     summary.wall_s = time.perf_counter() - start
     return summary
 
 
-def _measure(backend: Backend, store, kind: str, todo: list, fp: str, summary: RunSummary, progress: bool,
-             force: bool) -> None:
-    """Measure ``todo`` one by one, committing each result (the body of a locked run)."""
+def _measure(backend: Backend, store, kind: str, todo: list[_Todo], fp: str, summary: RunSummary, progress: bool,
+             force: bool, config: ProtocolConfig) -> None:
+    """Measure ``todo`` in interleaved sessions, committing every session and every finished item."""
+    pending = {} if force else store.pending_sessions(backend.name, fp, backend.precision, backend.layout)
+    by_key = {it.key: it for it in todo}
+    items = []
+    for it in todo:
+        item = it.item()
+        item.sessions = list(pending.get((it.key, it.batch), []))[: config.sessions + config.extra_sessions]
+        summary.resumed += len(item.sessions)
+        items.append(item)
+    metas: dict[str, dict[str, Any]] = {}
     with _progress(progress) as bar:
-        task = bar.add_task(f"{backend.name} {kind}s", total=len(todo), item="")
-        for key, _batch, run in todo:
-            bar.update(task, item=key)
-            try:
-                m = run(fp)
-            except LatnasError as exc:
-                summary.failures.append((key, str(exc)))
-                bar.console.print(f"skipped {key}: {exc}", markup=False, highlight=False)
-            except Exception as exc:  # export/lowering/runtime failure of one item
-                summary.failures.append((key, _one_line(exc)))
-                logger.debug("profiling %s failed", key, exc_info=True)
-                bar.console.print(f"failed {key}: {_one_line(exc)}", markup=False, highlight=False)
-            else:
-                if store.put(m, replace=force):
-                    summary.measurements.append(m)
-                    summary.done += 1
-                else:
-                    summary.kept.append(key)
-                    bar.console.print(f"kept the stored measurement of {key} (written by another run meanwhile);"
-                                      " use --force to re-measure", markup=False, highlight=False)
+        task = bar.add_task(f"{backend.name} {kind} sessions", total=len(todo) * config.sessions - summary.resumed, item="")
+        say = lambda text: bar.console.print(text, markup=False, highlight=False)  # noqa: E731
+
+        def on_start(item: SessionItem, index: int) -> None:
+            bar.update(task, item=f"{item.key} (session {index + 1})")
+
+        def on_session(item: SessionItem, stats: LatencyStats) -> None:
+            t = by_key[item.key]
+            metas[item.key] = backend.measurement_meta()
+            store.add_session(t.key, backend.name, t.batch, len(item.sessions) - 1, stats, fp, backend.precision, backend.layout)
+            summary.sessions_run += 1
+            summary.extra += len(item.sessions) > config.sessions
             bar.advance(task)
+
+        def on_done(item: SessionItem) -> None:
+            t = by_key[item.key]
+            m = measurement_of(backend, kind, t.key, t.batch, t.spec, item.sessions, config, fp, metas.get(item.key, {}))
+            if store.put(m, replace=force):
+                summary.measurements.append(m)
+                summary.done += 1
+            else:
+                summary.kept.append(t.key)
+                say(f"kept the stored measurement of {t.key} (written by another run meanwhile); use --force to re-measure")
+
+        def on_fail(item: SessionItem, exc: BaseException) -> None:
+            if isinstance(exc, LatnasError):
+                summary.failures.append((item.key, str(exc)))
+                say(f"skipped {item.key}: {exc}")
+            else:  # export/lowering/runtime failure of one item
+                summary.failures.append((item.key, _one_line(exc)))
+                logger.debug("profiling %s failed", item.key, exc_info=(type(exc), exc, exc.__traceback__))
+                say(f"failed {item.key}: {_one_line(exc)} ({len(item.sessions)} stored session(s) kept)")
+
+        run_sessions(items, config, SessionHooks(on_session=on_session, on_done=on_done, on_fail=on_fail, on_start=on_start))
 
 
 def profile_blocks(
@@ -287,7 +313,7 @@ def profile_blocks(
     force: bool = False,
     wait: bool = True,
 ) -> RunSummary:
-    """Profile every block of ``specs`` not yet in ``store`` for this device and backend.
+    """Profile every block of ``specs`` not yet in ``store`` for this device and backend, in sessions.
 
     ``force`` re-measures stored blocks and replaces them; ``wait=False`` refuses
     at once when another profiling run holds this machine.
@@ -296,10 +322,8 @@ def profile_blocks(
     unique: dict[tuple[str, int], BlockSpec] = {}
     for spec in specs:
         unique.setdefault((spec.key, spec.batch), spec)
-    items = [
-        (key, batch, (lambda fp, s=spec: profile_block(backend, s, config, fingerprint=fp)))
-        for (key, batch), spec in unique.items()
-    ]
+    items = [_Todo(key, batch, spec.to_dict(), (lambda s=spec: block_item(backend, s, config)))
+             for (key, batch), spec in unique.items()]
     return _run(backend, store, config, "block", items, progress, force=force, wait=wait)
 
 
@@ -313,15 +337,13 @@ def profile_models(
     force: bool = False,
     wait: bool = True,
 ) -> RunSummary:
-    """Profile whole models (key ``model:<space>:<arch>``) not yet in ``store`` (``force``, ``wait``: as blocks)."""
+    """Profile whole models (key ``model:<space>:<arch>``) not yet in ``store``, in sessions (``force``, ``wait``: as blocks)."""
     backend = get_backend(backend)
     space = _space(space)
     seen: dict[str, str] = {}
     for arch in archs:
         arch_str = space.format_arch(space.parse_arch(arch))
         seen.setdefault(model_key(space.name, arch_str), arch_str)
-    items = [
-        (key, space.batch, (lambda fp, a=arch_str: profile_model(backend, space, a, config, fingerprint=fp)))
-        for key, arch_str in seen.items()
-    ]
+    items = [_Todo(key, space.batch, model_spec(space, a), (lambda a=a: model_item(backend, space, a, config)))
+             for key, a in seen.items()]
     return _run(backend, store, config, "model", items, progress, force=force, wait=wait)

@@ -1,6 +1,6 @@
 """The profile store: measured latencies in one SQLite file.
 
-Schema (version 2)::
+Schema (version 3)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)          app_id, schema_version
     fingerprints(hash TEXT PRIMARY KEY, info TEXT, created REAL)
@@ -8,15 +8,24 @@ Schema (version 2)::
                  kind, median_ms, mean_ms, std_ms, min_ms, p10_ms, p25_ms,
                  p75_ms, p90_ms, iqr_ms, repeats, warmup_runs, stable, noisy,
                  spec TEXT (JSON), created REAL,
-                 meta TEXT (JSON: how it was timed, e.g. the GPU timing mode))
+                 meta TEXT (JSON: how it was timed, e.g. the GPU timing mode),
+                 sessions TEXT (JSON list: every session's statistics),
+                 spread REAL (between-session spread), protocol TEXT)
+    pending_sessions(<identity>, idx, stats TEXT (JSON), created)
+                 -- sessions of items not finished yet (resume)
 
-Version 1 files (no precision/layout/meta) are upgraded in place on open,
-in one transaction: their rows read as ``fp32`` / ``contiguous`` with empty
-metadata, which is what every version-1 backend measured.
+The statistics columns summarise the item (``median_ms`` is the session
+estimator, see :mod:`profilers.sessions`); ``sessions`` keeps each session.
 
-The file runs in WAL mode with ``synchronous=NORMAL`` and every ``put``
-commits on its own, so killing a profiling run (even ``kill -9``) loses at
-most the measurement in flight; rerunning skips what is stored.
+Older files are upgraded in place on open, in one transaction: version 1
+(no precision/layout/meta) rows read as ``fp32`` / ``contiguous``; version 1
+and 2 rows read as one session with protocol ``legacy`` (flagged
+single-session; ``latnas profiles summary`` counts them).
+
+The file runs in WAL mode with ``synchronous=NORMAL`` and every ``put`` and
+``add_session`` commits on its own, so killing a profiling run (even
+``kill -9``) loses at most the session in flight; rerunning skips what is
+stored and finishes only the missing sessions of unfinished items.
 
 Commands that only read open the file with ``read_only=True``: an SQLite
 ``mode=ro`` URI (plus ``immutable=1`` when no ``-wal`` file exists, so not even
@@ -39,18 +48,28 @@ import logging
 import os
 import sqlite3
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
 from latnas import safe_json
 from latnas.errors import LatnasError, StoreError
 from profilers.base import LatencyStats, Measurement
+from profilers.store_records import (  # noqa: F401 (re-exported: the store's public names)
+    _json_object,
+    _row_to_measurement,
+    _stats,
+    measurement_record,
+    records_to_measurements,
+    sessions_from_json,
+    sessions_to_json,
+)
 from profilers.store_schema import (  # noqa: F401 (constants re-exported: the store's public names)
     _SCHEMA,
     APP_ID,
     DEFAULT_LAYOUT,
     DEFAULT_PRECISION,
+    IDENTITY,
+    LEGACY_PROTOCOL,
     READABLE_VERSIONS,
     RECORD_FIELDS,
     SCHEMA_VERSION,
@@ -60,47 +79,11 @@ from profilers.store_schema import (  # noqa: F401 (constants re-exported: the s
     _check_file,
     _connect_ro,
     _upgrade_v1,
+    _upgrade_v2,
     _validate_existing,
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _json_object(text: Any, what: str) -> dict[str, Any]:
-    value = safe_json.loads(text if isinstance(text, str) else "", what)
-    if not isinstance(value, dict):
-        raise StoreError(f"{what} is not a JSON object")
-    return value
-
-
-def _row_to_measurement(row: sqlite3.Row) -> Measurement:
-    """One stored row as a :class:`Measurement`; a corrupt row is a one-line :class:`StoreError`."""
-    names = row.keys()
-    try:
-        stats = LatencyStats(**{
-            name: (bool(row[name]) if name in ("stable", "noisy") else
-                   int(row[name]) if name in ("repeats", "warmup_runs") else float(row[name]))
-            for name in STAT_FIELDS
-        })
-        return Measurement(
-            key=str(row["key"]),
-            kind=str(row["kind"]),
-            backend=str(row["backend"]),
-            fingerprint=str(row["fingerprint"]),
-            batch=int(row["batch"]),
-            stats=stats,
-            spec=_json_object(row["spec"], f"spec of stored measurement {row['key']!r}"),
-            created=float(row["created"]),
-            precision=row["precision"] if "precision" in names else DEFAULT_PRECISION,
-            layout=row["layout"] if "layout" in names else DEFAULT_LAYOUT,
-            meta=_json_object(row["meta"] or "{}", f"meta of stored measurement {row['key']!r}") if "meta" in names else {},
-        )
-    except StoreError:
-        raise
-    except LatnasError as exc:
-        raise StoreError(f"corrupt profile store row: {exc}") from None
-    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
-        raise StoreError(f"corrupt profile store row {row['key']!r}: {exc}") from None
 
 
 class ProfileStore:
@@ -130,6 +113,8 @@ class ProfileStore:
             self._con.execute("PRAGMA synchronous=NORMAL")
             if version == 1:
                 _upgrade_v1(self._con)
+            elif version == 2:
+                _upgrade_v2(self._con)
             with self._con:
                 self._con.executescript(_SCHEMA)
                 self._con.execute("INSERT OR IGNORE INTO meta VALUES ('app_id', ?)", (APP_ID,))
@@ -243,6 +228,7 @@ class ProfileStore:
             *(int(getattr(s, n)) if n in ("stable", "noisy", "repeats", "warmup_runs") else float(getattr(s, n)) for n in STAT_FIELDS),
             json.dumps(m.spec, sort_keys=True, default=str), float(m.created or time.time()),
             json.dumps(m.meta or {}, sort_keys=True, default=str),
+            sessions_to_json(m.sessions), float(m.spread), m.protocol,
         )
         marks = ",".join("?" * len(RECORD_FIELDS))
         try:
@@ -250,11 +236,48 @@ class ProfileStore:
                 self._con.execute("INSERT OR IGNORE INTO fingerprints VALUES (?, '{}', ?)", (m.fingerprint, time.time()))
                 verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
                 cur = self._con.execute(f"{verb} INTO measurements ({','.join(RECORD_FIELDS)}) VALUES ({marks})", values)
+                if cur.rowcount:  # the item is finished: its pending sessions are now in the row
+                    self._con.execute(f"DELETE FROM pending_sessions WHERE {' AND '.join(f'{c}=?' for c in IDENTITY)}",
+                                      values[:len(IDENTITY)])
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to profile store {self.path}: {exc}") from None
         if cur.rowcount == 0:
             logger.warning("kept the stored measurement of %s on %s (re-measure explicitly to replace it)", m.key, m.backend)
         return cur.rowcount > 0
+
+    # -------------------------------------------------------------- sessions
+    def add_session(
+        self, key: str, backend: str, batch: int, index: int, stats: LatencyStats, fingerprint: str | None = None,
+        precision: str = DEFAULT_PRECISION, layout: str = DEFAULT_LAYOUT,
+    ) -> None:
+        """Commit session ``index`` of an unfinished item at once; kept until :meth:`put` stores the item."""
+        if self.read_only:
+            raise StoreError(f"profile store {self.path} was opened read-only")
+        ident = (self._resolve(fingerprint), backend, key, int(batch), precision or DEFAULT_PRECISION, layout or DEFAULT_LAYOUT)
+        try:
+            with self._con:
+                self._con.execute("INSERT OR REPLACE INTO pending_sessions VALUES (?,?,?,?,?,?,?,?,?)",
+                                  (*ident, int(index), json.dumps(stats.to_dict(), sort_keys=True), time.time()))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to profile store {self.path}: {exc}") from None
+
+    def pending_sessions(
+        self, backend: str, fingerprint: str | None = None,
+        precision: str = DEFAULT_PRECISION, layout: str = DEFAULT_LAYOUT,
+    ) -> dict[tuple[str, int], list[LatencyStats]]:
+        """Sessions of unfinished items, ``(key, batch)`` -> statistics in session order (resume)."""
+        fp = self._resolve(fingerprint)
+        try:
+            rows = self._con.execute(
+                "SELECT key, batch, stats FROM pending_sessions WHERE fingerprint=? AND backend=? AND precision=? AND layout=?"
+                " ORDER BY key, batch, idx", (fp, backend, precision, layout)).fetchall()
+        except sqlite3.OperationalError:  # a read-only pre-session store has no such table
+            return {}
+        out: dict[tuple[str, int], list[LatencyStats]] = {}
+        for key, batch, text in rows:
+            data = safe_json.loads(text, f"pending session of {key!r}")
+            out.setdefault((str(key), int(batch)), []).append(_stats(data, f"pending session of {key!r}"))
+        return out
 
     def get(
         self, key: str, backend: str, batch: int = 1, fingerprint: str | None = None,
@@ -324,39 +347,3 @@ class ProfileStore:
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
         return len(records)
-
-
-def measurement_record(m: Measurement) -> dict[str, Any]:
-    """A :class:`Measurement` as one flat dict (the CSV/record layout)."""
-    rec: dict[str, Any] = {
-        "fingerprint": m.fingerprint,
-        "backend": m.backend,
-        "key": m.key,
-        "batch": m.batch,
-        "precision": m.precision,
-        "layout": m.layout,
-        "kind": m.kind,
-    }
-    rec.update(asdict(m.stats))
-    rec["spec"] = json.dumps(m.spec, sort_keys=True, default=str)
-    rec["created"] = m.created
-    rec["meta"] = json.dumps(m.meta or {}, sort_keys=True, default=str)
-    return rec
-
-
-def records_to_measurements(records: Iterable[dict[str, Any]]) -> list[Measurement]:
-    """Inverse of :func:`measurement_record` (e.g. rows read back from CSV)."""
-    out = []
-    for r in records:
-        stats = LatencyStats(**{
-            n: (str(r[n]).lower() in ("1", "true") if n in ("stable", "noisy") else (int(r[n]) if n in ("repeats", "warmup_runs") else float(r[n])))
-            for n in STAT_FIELDS
-        })
-        spec = r["spec"] if isinstance(r["spec"], dict) else safe_json.loads(r["spec"] or "{}", "measurement spec")
-        meta = r.get("meta") or {}
-        meta = meta if isinstance(meta, dict) else safe_json.loads(meta, "measurement meta")
-        out.append(Measurement(
-            r["key"], r["kind"], r["backend"], r["fingerprint"], int(r["batch"]), stats, spec, float(r["created"]),
-            precision=r.get("precision") or DEFAULT_PRECISION, layout=r.get("layout") or DEFAULT_LAYOUT, meta=meta,
-        ))
-    return out

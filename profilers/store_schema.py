@@ -1,6 +1,6 @@
 """How a profile store file is laid out, vetted and opened (the schema half of :mod:`profilers.store`).
 
-Constants and DDL of schema version 2, the version-1 upgrade, and the checks
+Constants and DDL of schema version 3, the upgrades from versions 1 and 2, and the checks
 run on an existing file before anything writes to it: a regular file (FIFOs
 and devices refused unopened), the SQLite magic, our ``app_id``, a readable
 schema version, the tables and exactly the declared columns. Checks open the
@@ -17,18 +17,22 @@ from dataclasses import fields
 from pathlib import Path
 
 from latnas.errors import StoreError
-from profilers.base import LatencyStats
+from profilers.config import LatencyStats
 
 logger = logging.getLogger("profilers.store")
 
 APP_ID = "latnas-profile-store"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1 is upgraded to 2 on open
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1 and 2 are upgraded to 3 on open
 DEFAULT_PRECISION = "fp32"
 DEFAULT_LAYOUT = "contiguous"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STAT_FIELDS = tuple(f.name for f in fields(LatencyStats))
-RECORD_FIELDS = ("fingerprint", "backend", "key", "batch", "precision", "layout", "kind", *STAT_FIELDS, "spec", "created", "meta")
+SESSION_FIELDS = ("sessions", "spread", "protocol")  # added in version 3
+V2_FIELDS = ("fingerprint", "backend", "key", "batch", "precision", "layout", "kind", *STAT_FIELDS, "spec", "created", "meta")
+RECORD_FIELDS = (*V2_FIELDS, *SESSION_FIELDS)
+IDENTITY = ("fingerprint", "backend", "key", "batch", "precision", "layout")
+LEGACY_PROTOCOL = "legacy"  # rows written before sessions: read as one session, flagged
 V1_FIELDS = ("fingerprint", "backend", "key", "batch", "kind", *STAT_FIELDS, "spec", "created")
 
 _MEASUREMENTS = """
@@ -46,7 +50,20 @@ CREATE TABLE IF NOT EXISTS {name} (
     stable INTEGER NOT NULL, noisy INTEGER NOT NULL,
     spec TEXT NOT NULL, created REAL NOT NULL,
     meta TEXT NOT NULL DEFAULT '{{}}',
+    sessions TEXT NOT NULL DEFAULT '[]',
+    spread REAL NOT NULL DEFAULT 0,
+    protocol TEXT NOT NULL DEFAULT 'legacy',
     PRIMARY KEY (fingerprint, backend, key, batch, precision, layout)
+);
+"""
+# Sessions of items not finished yet (an interrupted run resumes from them); moved into
+# ``measurements.sessions`` when the item is finished.
+_PENDING = """
+CREATE TABLE IF NOT EXISTS pending_sessions (
+    fingerprint TEXT NOT NULL, backend TEXT NOT NULL, key TEXT NOT NULL, batch INTEGER NOT NULL,
+    precision TEXT NOT NULL, layout TEXT NOT NULL, idx INTEGER NOT NULL,
+    stats TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, backend, key, batch, precision, layout, idx)
 );
 """
 _SCHEMA = (
@@ -55,6 +72,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
 """
     + _MEASUREMENTS.format(name="measurements")
+    + _PENDING
     + "CREATE INDEX IF NOT EXISTS measurements_by_backend ON measurements (backend, fingerprint, kind);\n"
 )
 
@@ -104,7 +122,7 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
 def _check_columns(con: sqlite3.Connection, path: Path, version: int) -> None:
     """The measurements table must have the columns its schema version declares."""
     cols = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
-    want = set(RECORD_FIELDS if version >= 2 else V1_FIELDS)
+    want = set({1: V1_FIELDS, 2: V2_FIELDS}.get(version, RECORD_FIELDS))
     if cols != want:
         missing, extra = sorted(want - cols), sorted(cols - want)
         raise StoreError(
@@ -152,7 +170,10 @@ def _validate_existing(path: Path, require_tables: bool = False) -> int:
 
 
 def _upgrade_v1(con: sqlite3.Connection) -> None:
-    """Rebuild a version-1 ``measurements`` table with precision/layout in the key (one transaction)."""
+    """Rebuild a version-1 ``measurements`` table with precision/layout in the key (one transaction).
+
+    Its rows read as ``fp32`` / ``contiguous``, one legacy session each.
+    """
     cols = ",".join(V1_FIELDS)
     with con:
         con.execute("DROP INDEX IF EXISTS measurements_by_backend")
@@ -161,5 +182,19 @@ def _upgrade_v1(con: sqlite3.Connection) -> None:
         con.execute(f"INSERT INTO measurements ({cols}) SELECT {cols} FROM measurements_v1")
         con.execute("DROP TABLE measurements_v1")
         con.execute("CREATE INDEX IF NOT EXISTS measurements_by_backend ON measurements (backend, fingerprint, kind)")
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    logger.info("upgraded profile store to schema version %d", SCHEMA_VERSION)
+
+
+def _upgrade_v2(con: sqlite3.Connection) -> None:
+    """Add the session columns to a version-2 store in place (one transaction).
+
+    Existing rows keep every figure; they read as one session with protocol ``legacy``.
+    """
+    with con:
+        con.execute("ALTER TABLE measurements ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]'")
+        con.execute("ALTER TABLE measurements ADD COLUMN spread REAL NOT NULL DEFAULT 0")
+        con.execute(f"ALTER TABLE measurements ADD COLUMN protocol TEXT NOT NULL DEFAULT '{LEGACY_PROTOCOL}'")
+        con.execute(_PENDING)
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     logger.info("upgraded profile store to schema version %d", SCHEMA_VERSION)

@@ -186,7 +186,7 @@ def test_version_1_store_is_upgraded_and_reads_as_fp32_contiguous(tmp_path):
         assert store.stored_keys("onnxruntime", precision="bf16") == set()
         assert store.stored_keys("onnxruntime") == {("k1", 1)}
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"  # v1 -> v3 in one step
     raw.close()
 
 

@@ -21,13 +21,18 @@ from latnas.errors import DataError, NothingSucceeded, ShapeError, StoreError
 profiles_app = typer.Typer(help="Inspect and export profile stores.", no_args_is_help=True)
 
 
-def _config(quick: bool, threads: int):
+def _config(quick: bool, threads: int, sessions: Optional[int] = None):
     from profilers.base import ProtocolConfig
+    from profilers.config import MAX_SESSIONS
     from profilers.protocol import QUICK_CONFIG, check_config
 
     if threads < 1:
         raise ShapeError(f"--threads must be >= 1, got {threads}")
+    if sessions is not None and not 1 <= sessions <= MAX_SESSIONS:
+        raise DataError(f"--sessions must be between 1 and {MAX_SESSIONS}, got {sessions}")
     config = replace(QUICK_CONFIG if quick else ProtocolConfig(), threads=threads)
+    if sessions is not None:
+        config = replace(config, sessions=sessions, extra_sessions=config.extra_sessions if sessions > 1 else 0)
     try:
         return check_config(config)
     except ValueError as exc:
@@ -72,6 +77,8 @@ def devices(
 def profile(
     space: str = typer.Option("fbnet", "--space", help="Search space whose blocks (or models) to profile."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Backend name (see `latnas devices`)."),
+    device_table: Optional[Path] = typer.Option(None, "--device-table", help="With --backend table: CSV of archs and latency columns (an emulated device)."),
+    device_column: Optional[str] = typer.Option(None, "--device-column", help="With --backend table: the latency column to look up, e.g. pixel3_ms."),
     store: Path = typer.Option(Path("profiles.db"), "--store", help="SQLite profile store (created if absent)."),
     threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="Intra-op threads, pinned while timing."),
     batch: int = typer.Option(1, "--batch", min=1, max=MAX_BATCH, help="Batch size of the profiled inputs."),
@@ -79,7 +86,8 @@ def profile(
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed for the random models."),
     blocks: bool = typer.Option(False, "--blocks", help="With --models: profile the block table as well."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, max=MAX_LIMIT, help="Only the first N blocks of the table."),
-    quick: bool = typer.Option(False, "--quick", help="Lighter protocol (fewer warm-ups and repeats) for demos/tests."),
+    quick: bool = typer.Option(False, "--quick", help="Lighter protocol (one session, fewer warm-ups and repeats) for demos/tests."),
+    sessions: Optional[int] = typer.Option(None, "--sessions", help="Fresh sessions per item, interleaved (default 3; --quick: 1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
     force: bool = typer.Option(False, "--force", help="Re-measure what the store already holds and replace it."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for another profiling run on this machine (default) or refuse at once."),
@@ -106,7 +114,7 @@ def profile(
         raise DataError(f"--limit must be >= 1, got {limit}")
     check_output(store, "--store", kind="file")
     check_executor_options(executor, ray_address, fleet=fleet)
-    config = _config(quick, threads)
+    config = _config(quick, threads, sessions)
     the_space = get_space(space, batch=batch)
     if executor == "ray" or fleet is not None:  # many devices at once, or one through Ray (docs/scale.md)
         from latnas.cli.fleet_cmd import run_fleet_profile
@@ -116,7 +124,7 @@ def profile(
         specs = the_space.unique_blocks()[:limit] if models == 0 or blocks else []
         archs = the_space.random_archs(models, rng=seed) if models else []
         return run_fleet_profile(the_space, backend, store, config, executor, ray_address, fleet, specs, archs, progress)
-    bk = require_available(get_backend(backend))
+    bk = require_available(get_backend(backend, **_table_options(backend, device_table, device_column, models, blocks)))
     summaries = []
     with ProfileStore(store) as db:
         if models == 0 or blocks:
@@ -130,11 +138,12 @@ def profile(
             archs = the_space.random_archs(models, rng=seed)
             summaries.append(profile_models(bk, the_space, archs, db, config, progress=progress, force=force, wait=wait))
     console = Console()
-    table = Table("kind", "count", "done", "skipped", "failed", "median of medians (ms)", "noisy", "wall (s)")
+    table = Table("kind", "count", "done", "skipped", "failed", "median of medians (ms)", "sessions (extra)", "noisy", "wall (s)")
     for s in summaries:
         table.add_row(s.kind, str(s.total), str(s.done), str(s.skipped), str(s.failed),
-                      _fmt_ms(s.median_of_medians_ms), str(s.noisy), f"{s.wall_s:.1f}")
-    console.print(f"backend {bk.name}, device {summaries[0].fingerprint}, store {store}")
+                      _fmt_ms(s.median_of_medians_ms), f"{s.sessions_run} ({s.extra})", str(s.noisy), f"{s.wall_s:.1f}")
+    console.print(f"backend {bk.name}, device {summaries[0].fingerprint}, store {store}; {config.sessions} session(s) per item,"
+                  f" noisy = two best sessions {100 * config.session_agree:g}% apart" + (" (one session: IQR flag)" if config.sessions == 1 else ""))
     console.print(table)
     for s in summaries:
         for key, reason in s.failures:
@@ -143,6 +152,19 @@ def profile(
     if failed and not any(s.done or s.skipped or s.kept for s in summaries):
         first = next(reason for s in summaries for _key, reason in s.failures)
         raise NothingSucceeded(f"nothing was measured: all {failed} items failed on {bk.name} (first: {first})")
+
+
+def _table_options(backend: str, table: Optional[Path], column: Optional[str], models: int, blocks: bool) -> dict:
+    """Options of the emulated ``table`` device; refused with one line elsewhere or without a table."""
+    if backend != "table":
+        if table is not None or column is not None:
+            raise DataError(f"--device-table / --device-column go with --backend table, not --backend {backend}")
+        return {}
+    if table is None or column is None:
+        raise DataError("--backend table needs --device-table CSV and --device-column COL")
+    if models == 0 or blocks:
+        raise DataError("the table backend holds whole-model latencies only: profile models (--models N), not blocks")
+    return {"table": str(table), "column": column}
 
 
 def _open_existing(store: Path):
@@ -175,7 +197,7 @@ def export(
 def summary(
     store: Path = typer.Option(Path("profiles.db"), "--store", help="Profile store to read."),
 ) -> None:
-    """Rows per device fingerprint, backend and kind."""
+    """Rows per device fingerprint, backend and kind, with the between-session spread."""
     import statistics
 
     from rich.console import Console
@@ -184,14 +206,21 @@ def summary(
     with _open_existing(store) as db:
         fps = db.fingerprints()
         rows = db.query(all_devices=True)
-    groups: dict[tuple[str, str, str], list[float]] = {}
+    groups: dict[tuple[str, str, str], list] = {}
     for m in rows:
-        groups.setdefault((m.fingerprint, m.backend, m.kind), []).append(m.stats.median_ms)
-    table = Table("fingerprint", "device", "backend", "kind", "rows", "median of medians (ms)")
-    for (fp, be, kind), meds in sorted(groups.items()):
+        groups.setdefault((m.fingerprint, m.backend, m.kind), []).append(m)
+    table = Table("fingerprint", "device", "backend", "kind", "rows", "median of medians (ms)", "sessions/row",
+                  "spread median / max", "noisy", "single-session")
+    for (fp, be, kind), ms in sorted(groups.items()):
         info = fps.get(fp, {})
         device = str(info.get("gpu") or info.get("cpu") or "?") + f", {info.get('threads', '?')} thr"
-        table.add_row(fp, device, be, kind, str(len(meds)), _fmt_ms(statistics.median(meds)))
+        spreads = [m.spread for m in ms]
+        single = sum(len(m.sessions) <= 1 for m in ms)
+        legacy = sum(m.protocol == "legacy" for m in ms)
+        table.add_row(fp, device, be, kind, str(len(ms)), _fmt_ms(statistics.median(m.stats.median_ms for m in ms)),
+                      f"{statistics.mean(len(m.sessions) for m in ms):.1f}",
+                      f"{100 * statistics.median(spreads):.1f}% / {100 * max(spreads):.0f}%", str(sum(m.stats.noisy for m in ms)),
+                      f"{single}" + (f" ({legacy} legacy)" if legacy else ""))
     Console().print(table)
 
 

@@ -6,7 +6,9 @@ and toolchain versions (:class:`~profilers.runtimes.executorch.ProgramCache`,
 under ``~/.cache/latnas/executorch/`` or ``$LATNAS_CACHE_DIR``), so a rerun
 lowers nothing; ``cache=False`` lowers every time.
 
-The timed call is ``method.execute([x])``. Blocks run in microseconds, where
+Each item is lowered once (:meth:`ExecuTorchBackend.build`); each session
+of it is a fresh program load of those bytes. The timed call is
+``method.execute([x])``. Blocks run in microseconds, where
 one call per sample is mostly timer resolution and call jitter; each sample
 is therefore ``N`` back-to-back calls divided by ``N``
 (:class:`profilers.protocol.AmortizedCall`), ``N`` chosen so a sample spans
@@ -79,8 +81,19 @@ class ExecuTorchBackend(Backend):
         """Load ``.pte`` bytes; returns the forward method."""
         return load_method(pte)
 
+    def build(self, module, example, config: ProtocolConfig) -> tuple[bytes, Any]:
+        """Lower once per item (from the program cache when enabled): ``(.pte bytes, input)``."""
+        return self.lower(module, example), example
+
+    def open_session(self, artifact: tuple[bytes, Any], config: ProtocolConfig) -> Callable[[], Any]:
+        """A fresh program load of the item's ``.pte``."""
+        pte, example = artifact
+        return self._call(pte, example, config)
+
     def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
-        pte = self.lower(module, example)
+        return self._call(self.lower(module, example), example, config)
+
+    def _call(self, pte: bytes, example, config: ProtocolConfig) -> Callable[[], Any]:
         self.set_threads(config.threads)
         method = self.load(pte)
         inputs = [example.detach().cpu().contiguous()]

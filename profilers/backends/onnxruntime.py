@@ -1,9 +1,10 @@
 """``onnxruntime`` (CPU EP) and ``onnxruntime-cuda`` (CUDA EP) backends.
 
-The module is exported to ONNX in a temporary folder (see
-:mod:`profilers.onnx_export`), loaded into an ``InferenceSession`` with all
+The module is exported to ONNX once per item into a private temporary folder
+(:meth:`OnnxRuntimeBackend.build`, see :mod:`profilers.onnx_export`); every
+session of the item is a new ``InferenceSession`` on that file, with all
 graph optimisations, sequential execution, ``intra_op_num_threads =
-config.threads`` and one inter-op thread, and the folder is removed again.
+config.threads`` and one inter-op thread; the folder is removed when the item is done.
 The timed call is ``session.run`` on a fixed NumPy input (CPU); with the CUDA
 EP, input and outputs are bound on the GPU (I/O binding) so copies are not timed;
 option ``cuda_graph=True`` turns on the CUDA EP's ``enable_cuda_graph`` (ORT
@@ -13,11 +14,21 @@ pre-allocated at fixed device addresses, as ORT requires).
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from profilers.base import Backend, ProtocolConfig, register_backend
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@dataclass
+class OnnxArtifact:
+    """An item exported once: its ONNX file (in a private temporary folder) and the input."""
+
+    path: Path
+    x: Any
 
 
 @register_backend("onnxruntime")
@@ -76,20 +87,50 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3
         return so
 
+    def providers(self) -> list:
+        provider = PROVIDERS[self.provider]
+        return [(provider, {"enable_cuda_graph": "1"})] if self.cuda_graph else [provider]
+
     def session(self, module, example, config: ProtocolConfig):
         """Export ``module`` and load it into an ONNX Runtime session (temp files removed)."""
         import onnxruntime as ort
 
         from profilers.onnx_export import DEFAULT_OPSET, onnx_file
 
-        provider = PROVIDERS[self.provider]
-        providers = [(provider, {"enable_cuda_graph": "1"})] if self.cuda_graph else [provider]
         with onnx_file(module, example, opset=self.opset or DEFAULT_OPSET, exporter=self.exporter) as path:
-            return ort.InferenceSession(str(path), self.session_options(config), providers=providers)
+            return ort.InferenceSession(str(path), self.session_options(config), providers=self.providers())
+
+    def build(self, module, example, config: ProtocolConfig) -> OnnxArtifact:
+        """Export once per item to a private temporary file; every session loads that file."""
+        import tempfile
+
+        from profilers.onnx_export import DEFAULT_OPSET, export_onnx
+
+        folder = tempfile.mkdtemp(prefix="latnas-onnx-item-")
+        artifact = OnnxArtifact(Path(folder) / "model.onnx", example.detach().cpu().numpy())
+        try:
+            export_onnx(module, example, artifact.path, opset=self.opset or DEFAULT_OPSET, exporter=self.exporter)
+        except BaseException:
+            self.release(artifact)
+            raise
+        return artifact
+
+    def open_session(self, artifact: OnnxArtifact, config: ProtocolConfig) -> Callable[[], Any]:
+        """A new ``InferenceSession`` on the item's exported file."""
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(artifact.path), self.session_options(config), providers=self.providers())
+        return self._call(sess, artifact.x)
+
+    def release(self, artifact: OnnxArtifact) -> None:
+        import shutil
+
+        shutil.rmtree(artifact.path.parent, ignore_errors=True)
 
     def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
-        sess = self.session(module, example, config)
-        x = example.detach().cpu().numpy()
+        return self._call(self.session(module, example, config), example.detach().cpu().numpy())
+
+    def _call(self, sess, x) -> Callable[[], Any]:
         if self.provider == "cuda":
             return bound_call(sess, x, "cuda", fixed_outputs=self.cuda_graph)
         feed = {sess.get_inputs()[0].name: x}

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from profilers.base import LatencyStats, ProtocolConfig
+from profilers.config import LatencyStats, ProtocolConfig
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from profilers.base import LatencyStats, ProtocolConfig
+from profilers.config import LatencyStats, ProtocolConfig
 
 TIMING_MODES = ("graph", "eager", "cold")
 CLOCK_UNKNOWN = None
