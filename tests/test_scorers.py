@@ -37,8 +37,6 @@ def _table_csv(tmp_path, space, archs, values, column="acc", arch_column="arch",
 
 
 def test_registry_has_the_builtins():
-    from latnas.search.scorers import builtin  # noqa: F401  (make_scorer imports it on first use)
-
     assert set(BUILTIN) <= set(SCORERS.names())
     with pytest.raises(UnknownNameError):
         make_scorer("accuracy_oracle", ScorerConfig(space=get_space("nb201")))

@@ -125,6 +125,8 @@ def profile(
         archs = the_space.random_archs(models, rng=seed) if models else []
         return run_fleet_profile(the_space, backend, store, config, executor, ray_address, fleet, specs, archs, progress)
     bk = require_available(get_backend(backend, **_table_options(backend, device_table, device_column, models, blocks)))
+    if backend == "table":
+        bk.lookup(the_space)  # a bad column is one line now, before the store is opened
     summaries = []
     with ProfileStore(store) as db:
         if models == 0 or blocks:

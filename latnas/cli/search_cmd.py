@@ -30,7 +30,9 @@ def search(
     margin: float = typer.Option(0.0, "--margin", help="Guard band: search under budget*(1-margin) to absorb predictor error (e.g. 0.05)."),
     proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
     profile_top: int = typer.Option(0, "--profile-top", min=0, max=MAX_PROFILE_TOP, help="Profile the top K archs on the real device."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top (table: an emulated device, see --device-table)."),
+    device_table: Optional[str] = typer.Option(None, "--device-table", help="With --backend table: CSV of archs and latency columns (e.g. the NAS-Bench-201 table)."),
+    device_column: Optional[str] = typer.Option(None, "--device-column", help="With --backend table: the latency column that is the device, e.g. pixel3_ms."),
     profile_quick: bool = typer.Option(False, "--profile-quick", help="Shorter timing protocol for --profile-top."),
     export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
     resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json (nsga2, hournas, nse)."),
@@ -73,17 +75,20 @@ def search(
         from latnas.executors import get_executor
 
         runner = get_executor("ray", workers=workers, address=ray_address)
-    with progress:
-        task = progress.add_task(f"{algo} evals", total=evals, note="")
+    task = progress.add_task(f"{algo} evals", total=evals, note="")
+    shown = []  # the bar starts at the first report: a refused predictor or --data is one error line, no bar
 
-        def report(done: int, total: int, message: str) -> None:
-            progress.update(task, completed=done, total=total, note=message)
+    def report(done: int, total: int, message: str) -> None:
+        if not shown:
+            shown.append(progress.start())
+        progress.update(task, completed=done, total=total, note=message)
 
+    try:
         job = SearchJob(
             out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
             score=score, score_table=score_table, score_column=score_column, arch_column=arch_column,
             data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
-            profile_top=profile_top, backend=backend, profile_quick=profile_quick, export=export,
+            profile_top=profile_top, backend=backend, device_table=device_table, device_column=device_column, profile_quick=profile_quick, export=export,
             resume=resume, options=options, progress=report, executor=runner or "local",
         )
         try:
@@ -91,6 +96,8 @@ def search(
         finally:
             if runner is not None:
                 runner.close()
+    finally:
+        progress.stop()
     _print_summary(outcome)
 
 

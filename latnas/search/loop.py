@@ -63,6 +63,8 @@ class SearchJob:
     margin: float = 0.0  # guard band: search under budget * (1 - margin) to absorb predictor error
     profile_top: int = 0
     backend: str = "onnxruntime"
+    device_table: str | None = None  # backend "table": CSV of archs and latency columns (an emulated device)
+    device_column: str | None = None  # backend "table": which latency column is the device
     profile_quick: bool = False
     export: str | None = None  # comma-separated formats
     resume: bool = False
@@ -93,6 +95,24 @@ def score_name(job: SearchJob) -> str:
     return job.score or DEFAULT_SCORER
 
 
+def backend_options(job: SearchJob) -> dict[str, Any]:
+    """Constructor options of the profiling backend: the table and column of the emulated ``table`` device."""
+    if job.backend == "table":
+        if not job.device_table or not job.device_column:
+            raise DataError("--backend table needs --device-table CSV and --device-column COL")
+        return {"table": job.device_table, "column": job.device_column}
+    if job.device_table or job.device_column:
+        raise DataError(f"--device-table / --device-column go with --backend table, not --backend {job.backend}")
+    return {}
+
+
+def device_name(job: SearchJob) -> str:
+    """What the predictor must have been made for: the backend, or the table's device column (``pixel3_ms``: pixel3)."""
+    if job.backend == "table" and job.device_column:
+        return job.device_column[:-3] if job.device_column.endswith("_ms") else job.device_column
+    return job.backend
+
+
 def load_objective(job: SearchJob, space: SearchSpace) -> tuple[LatencyTable, LatencyTable | None]:
     """The searched objective (predictor ms, or the FLOPs proxy) and the ms table for reporting (or None)."""
     if job.proxy not in (None, "", "flops"):
@@ -103,7 +123,7 @@ def load_objective(job: SearchJob, space: SearchSpace) -> tuple[LatencyTable, La
     if job.predictor is not None:
         ms_table = load_latency(job.predictor, space)
         if job.profile_top and ms_table.unit == "ms":
-            check_table(ms_table, space, backend=job.backend)
+            check_table(ms_table, space, backend=device_name(job))
     objective = flops_table(space) if job.proxy == "flops" or ms_table is None else ms_table
     if ms_table is not None and ms_table.unit != "ms":
         ms_table = None  # "flops" given as the predictor: no ms predictions
@@ -138,11 +158,22 @@ def build_problem(job: SearchJob, space: SearchSpace, objective: LatencyTable, b
     return SearchProblem(space, objective, scorer, budget=budget, data=data, scorer_key=key)
 
 
+def _check_backend(job: SearchJob) -> None:
+    options = backend_options(job)
+    if job.backend == "table":
+        import profilers
+
+        backend = profilers.get_backend("table", **options).check()
+        backend.lookup(get_space(job.space, batch=1))  # reads and validates the column now
+
+
 def run_search(job: SearchJob) -> SearchOutcome:
     """Run one search job end to end (see module docstring)."""
     t0 = time.perf_counter()
     space = get_space(job.space, batch=1)
     budget = parse_budget(job.budget)
+    if job.profile_top or job.device_table or job.device_column:
+        _check_backend(job)  # a missing table or bad column: one line before any search work
     objective, ms_table = load_objective(job, space)
     search_budget = None if budget is None else budget.with_margin(job.margin)
     algorithm = ALGORITHMS.get(job.algo)(dict(job.options), seed=job.seed, workdir=Path(job.out_dir),
@@ -168,7 +199,7 @@ def run_search(job: SearchJob) -> SearchOutcome:
     profile: dict[str, Any] = {}
     if job.profile_top and rows:
         top = [r["arch"] for r in rows[: job.profile_top]]
-        measured = profile_archs(space, top, job.backend, quick=job.profile_quick)
+        measured = profile_archs(space, top, job.backend, quick=job.profile_quick, options=backend_options(job))
         ms_budget = budget is not None and budget.unit == "ms"
         for r in rows:
             if r["arch"] in measured:
@@ -179,6 +210,8 @@ def run_search(job: SearchJob) -> SearchOutcome:
         errors = [abs(r["measured_ms"] - r["predicted_ms"]) for r in rows if "measured_ms" in r and math.isfinite(r["predicted_ms"])]
         profile = {
             "backend": job.backend,
+            "device_table": job.device_table,
+            "device_column": job.device_column,
             "profiled": len(measured),
             "meets_budget": len(met) if ms_budget else None,
             "mean_abs_error_ms": float(np.mean(errors)) if errors else None,

@@ -65,11 +65,12 @@ def plot_front(path: Path, result: SearchResult, unit: str, budget: Budget | Non
     plt.close(fig)
 
 
-def profile_archs(space: SearchSpace, archs: list[str], backend: str, quick: bool = False) -> dict[str, float]:
-    """Median measured latency (ms) of whole models with a real profiler backend."""
+def profile_archs(space: SearchSpace, archs: list[str], backend: str, quick: bool = False,
+                  options: dict[str, Any] | None = None) -> dict[str, float]:
+    """Median measured latency (ms) of whole models with a profiler backend (``options``: its constructor's)."""
     import profilers
 
-    b = profilers.require_available(profilers.get_backend(backend))
+    b = profilers.require_available(profilers.get_backend(backend, **(options or {})))
     config = profilers.quick_config(threads=1) if quick else profilers.ProtocolConfig()
     out: dict[str, float] = {}
     for arch in archs:

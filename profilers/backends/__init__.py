@@ -17,6 +17,7 @@ BACKEND_MODULES = (
     "profilers.backends.executorch",
     "profilers.backends.torch_cuda",
     "profilers.backends.tensorrt",
+    "profilers.backends.table",
     "profilers.remote.backend",
 )
 IMPORT_ERRORS: dict[str, str] = {}

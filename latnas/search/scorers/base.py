@@ -33,7 +33,5 @@ def register_scorer(name: str):
 
 
 def make_scorer(name: str, config: ScorerConfig) -> Scorer:
-    """Build the registered scorer ``name`` (importing the built-ins on first use)."""
-    from latnas.search.scorers import builtin  # noqa: F401  (registers the built-in scorers)
-
+    """Build the registered scorer ``name`` (the package ``__init__`` has registered the built-ins)."""
     return SCORERS.get(name)(config)
