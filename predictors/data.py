@@ -70,6 +70,7 @@ ARCH_COLUMNS = ("arch", "arch_str")  # detected in this order when no column is 
 
 
 MAX_TABLE_VALUE = 1e15  # larger than any latency, FLOP or parameter count a table holds
+MIN_LATENCY_MS = 1e-6  # a nanosecond: below it a 'latency' is an underflow, not a measurement
 MAX_HEADER_BYTES = 64 * 1024  # the header line; NAS-Bench-201's (24 columns) is 322 bytes
 MAX_COLUMNS = 1024
 MAX_ROWS = 10_000_000

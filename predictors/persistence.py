@@ -230,6 +230,9 @@ def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) 
     folder.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=folder.absolute().parent))
     try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a model folder gets the usual mode
         for fname, data in blobs.items():  # meta.json last: a folder without it is never a model
             _write_synced(tmp / fname, data)
         if verify:

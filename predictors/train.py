@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from latnas.errors import DataError
-from predictors.data import ArchTable, json_hash, load_block_table, rows_hash
+from predictors.data import MIN_LATENCY_MS, ArchTable, json_hash, load_block_table, rows_hash
 from predictors.features import arch_totals
 from predictors.metrics import flops_baseline, latency_metrics
 from predictors.models import space_of
@@ -63,10 +63,10 @@ def target_rows(y: np.ndarray, target: str) -> tuple[np.ndarray, int]:
     empty = np.isnan(y)
     if empty.all():
         raise DataError(f"target column {target!r} has no latency values")
-    bad = np.flatnonzero(~empty & ~(np.isfinite(y) & (y > 0)))
+    bad = np.flatnonzero(~empty & ~(np.isfinite(y) & (y >= MIN_LATENCY_MS)))
     if bad.size:
-        raise DataError(f"target column {target!r} has {bad.size} infinite, zero or negative latencies "
-                        f"(first at data row {bad[0] + 1}: {y[bad[0]]}); latencies must be positive ms")
+        raise DataError(f"target column {target!r} has {bad.size} infinite, zero or negative latencies or ones below "
+                        f"{MIN_LATENCY_MS:g} ms (first at data row {bad[0] + 1}: {y[bad[0]]}); latencies must be positive ms")
     skipped = int(empty.sum())
     if skipped:
         logger.warning("target %s: skipped %d rows with no latency", target, skipped)
