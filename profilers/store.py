@@ -63,6 +63,7 @@ from profilers.store_records import (  # noqa: F401 (re-exported: the store's pu
     sessions_from_json,
     sessions_to_json,
 )
+from profilers.store_checks import check_store_path
 from profilers.store_schema import (  # noqa: F401 (constants re-exported: the store's public names)
     _SCHEMA,
     APP_ID,
@@ -96,6 +97,7 @@ class ProfileStore:
 
     def __init__(self, path: str | Path, fingerprint: str | None = None, read_only: bool = False):
         self.path = Path(path)
+        check_store_path(self.path, read_only)  # links, damage, foreign objects, wrong column types (store_checks)
         self.read_only = read_only
         self.fingerprint = fingerprint
         if read_only:

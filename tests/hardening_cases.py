@@ -185,3 +185,74 @@ def model_folders(good: Path, out: Path) -> dict[str, str]:
     (f / "state.json").unlink()
     os.mkfifo(f / "state.json")
     return made
+
+
+# ------------------------------------------------------------------ profile stores
+def _filled_store(path: Path, n: int = 300) -> None:
+    from profilers.base import Measurement
+    from profilers.protocol import summarize
+    from profilers.store import ProfileStore
+
+    with ProfileStore(path) as store:
+        store.use_device("f00d", {"cpu": "test"})
+        stats = summarize([1.0, 1.1, 0.9, 1.0], warmup_runs=2, stable=True)
+        for i in range(n):
+            store.put(Measurement(f"conv_{i}_" + "x" * 200, "block", "onnxruntime", "f00d", 1, stats, {"op": "conv"}, 1.0))
+
+
+def _sql(path: Path, *statements: str) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        for st in statements:
+            con.execute(st)
+        con.commit()
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+
+
+def _rebuild(path: Path, edit: Callable[[str], str], fill: str) -> None:
+    """Recreate ``measurements`` from its own DDL changed by ``edit`` and refill it with ``fill``."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    ddl = con.execute("SELECT sql FROM sqlite_master WHERE name = 'measurements'").fetchone()[0]
+    con.close()
+    _sql(path, "ALTER TABLE measurements RENAME TO old_m", "DROP INDEX IF EXISTS measurements_by_backend",
+         edit(ddl), fill, "DROP TABLE old_m")
+
+
+def store_files(out: Path) -> dict[str, str]:
+    """Bad profile stores (each a copy of a good one of 300 rows, altered); label -> path."""
+    out.mkdir(parents=True, exist_ok=True)
+    good = out / "good.db"
+    _filled_store(good)
+    made: dict[str, str] = {}
+
+    def copy(label: str) -> Path:
+        dst = out / f"{label}.db"
+        shutil.copy(good, dst)
+        made[label] = str(dst)
+        return dst
+
+    link = out / "link.db"
+    link.symlink_to(copy("symlink-target"))
+    made = {"symlink": str(link)}
+    _sql(copy("foreign-table"), "CREATE TABLE evil (x)", "INSERT INTO evil VALUES (1)")
+    _sql(copy("trigger"), "CREATE TRIGGER wipe AFTER INSERT ON measurements BEGIN DELETE FROM fingerprints; END")
+    _sql(copy("view"), "CREATE VIEW measurements_v AS SELECT * FROM measurements")
+    _sql(copy("foreign-index"), "CREATE INDEX evil_idx ON measurements (created)")
+    _rebuild(copy("text-typed-median"), lambda ddl: ddl.replace("median_ms REAL", "median_ms TEXT"),
+             "INSERT INTO measurements SELECT * FROM old_m")
+    _rebuild(copy("nullable-with-nulls"), lambda ddl: ddl.replace("median_ms REAL NOT NULL", "median_ms REAL"),
+             "INSERT INTO measurements SELECT * FROM old_m")
+    _sql(Path(made["nullable-with-nulls"]), "UPDATE measurements SET median_ms = NULL")
+    _sql(copy("text-in-real-column"), "UPDATE measurements SET min_ms = 'fast'")
+    data = good.read_bytes()
+    f = copy("truncated")
+    f.write_bytes(data[: len(data) // 2])
+    f = copy("truncated-to-header")
+    f.write_bytes(data[:100])
+    return made

@@ -267,8 +267,8 @@ def test_corrupt_row_is_a_store_error(tmp_path, column, value):
     con.execute(f"UPDATE measurements SET {column} = ? WHERE key = 'k1'", (value,))
     con.commit()
     con.close()
-    with ProfileStore(path, read_only=True) as store:
-        with pytest.raises(StoreError):
+    with pytest.raises(StoreError):  # at open (a value of the wrong type: store_checks) or at the query
+        with ProfileStore(path, read_only=True) as store:
             store.query(all_devices=True)
 
 
