@@ -1,7 +1,7 @@
 """Latency-constrained architecture search, as pymoo thinks of it.
 
 A :class:`SearchProblem` (space, latency objective, :class:`Budget`, scorer)
-is solved by a registered :class:`Algorithm` (``nsga2``, ``hournas``, ``nse``,
+is solved by a registered :class:`Algorithm` (``bananas``, ``nsga2``, ``hournas``, ``nse``,
 ``random``, ``rea``, ``dnas``, ``repnas``) until a :class:`Termination` (number of
 evaluations)::
 
@@ -12,6 +12,7 @@ hand. :func:`run_algorithm` runs one from a :class:`SearchContext`.
 """
 from __future__ import annotations
 
+from latnas.search import bananas as _bananas  # noqa: F401  (registers "bananas")
 from latnas.search import dnas as _dnas  # noqa: F401  (registers "dnas")
 from latnas.search import hdas as _hdas  # noqa: F401  (registers "hdas")
 from latnas.search import hournas as _hournas  # noqa: F401  (registers "hournas")

@@ -18,7 +18,9 @@ import numpy as np
 
 from latnas.search.base import SearchResult
 from latnas.search.checkpoint import Checkpointer
-from latnas.search.problem import ArchEvaluator, ArchProblem, repair_to_mask, uniform_archs
+from latnas.search.candidates import all_archs as _all_archs
+from latnas.search.candidates import feasible_archs, space_size
+from latnas.search.problem import ArchEvaluator, ArchProblem, repair_to_mask
 from latnas.spaces.base import Arch
 
 if TYPE_CHECKING:
@@ -29,13 +31,6 @@ log = logging.getLogger(__name__)
 Steps = Generator[list[Arch], np.ndarray, list[dict[str, Any]]]
 
 
-def space_size(mask: np.ndarray) -> int:
-    return math.prod(int(r.sum()) for r in np.asarray(mask, dtype=bool))
-
-
-def _all_archs(mask: np.ndarray) -> np.ndarray:
-    grids = np.meshgrid(*[np.flatnonzero(r) for r in mask], indexing="ij")
-    return np.stack([g.ravel() for g in grids], axis=1)
 
 
 def evolve(
@@ -116,7 +111,7 @@ def evolve(
             if a not in seeds:
                 seeds.append(a)
         seeds = seeds[:pop_size]
-    seeds += uniform_archs(mask, pop_size - len(seeds), rng, exclude=seeds)
+    seeds += feasible_archs(evaluator, mask, pop_size - len(seeds), rng, exclude=seeds)  # budget-aware start
     X0 = np.asarray(seeds, dtype=np.int64)
 
     algorithm = NSGA2(
