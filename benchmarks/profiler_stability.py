@@ -17,6 +17,19 @@ profiles torch-cuda once per timing mode, side by side.
     .venv/bin/python benchmarks/profiler_stability.py            # full table
     .venv/bin/python benchmarks/profiler_stability.py --quick    # every 8th block (~14)
     PYTHONPATH=. python benchmarks/profiler_stability.py --quick --backends torch-cuda --cuda-modes graph,eager
+
+``--two-runs DIR`` is the reproducibility benchmark of the session protocol:
+two *independent* runs of the whole ``latnas profile`` command per table
+(separate processes and stores; the ORT block table, 60 whole models, the
+ExecuTorch block table), each storing ``--sessions 5`` sessions per item.
+Every (S, estimator) combination is then replayed from the first S stored
+sessions of both runs (one pair of runs gives the whole side-by-side table),
+and the default rule (S=3, extra sessions while the two best disagree by more
+than x, cap 5) is replayed for several x, with the noise-flag recall: of the
+items that disagree by more than 5% between the runs, the share flagged in at
+least one run. Rerunning the command resumes (``DIR/runs.json``).
+
+    .venv/bin/python benchmarks/profiler_stability.py --two-runs /tmp/two --cache-dir ~/.cache/latnas/executorch
 """
 from __future__ import annotations
 
@@ -88,6 +101,125 @@ def compare(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     }
 
 
+# ------------------------------------------------------------ two independent runs
+TABLES = {  # name -> latnas profile arguments
+    "onnxruntime blocks": ["--backend", "onnxruntime"],
+    "onnxruntime models (60)": ["--backend", "onnxruntime", "--models", "60"],
+    "executorch blocks": ["--backend", "executorch"],
+}
+
+
+def run_table(folder: Path, run: int, name: str, args: list[str], sessions: int, extra: list[str]) -> dict:
+    """One independent `latnas profile` process into its own store; wall time and load average."""
+    import subprocess
+
+    store = folder / f"run{run}_{name.split()[0]}_{name.split()[1]}.db"
+    cmd = [str(Path(sys.executable).parent / "latnas"), "profile", *args, "--store", str(store), "--no-progress",
+           "--sessions", str(sessions), *extra]
+    before = os.getloadavg()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return {"table": name, "run": run, "store": str(store), "wall_s": wall, "load_before": before,
+            "load_after": os.getloadavg(), "cmd": "latnas " + " ".join(cmd[1:])}
+
+
+def _sessions(store_path: str) -> tuple[dict[str, list[float]], dict[str, bool]]:
+    from profilers import ProfileStore
+
+    with ProfileStore(store_path, read_only=True) as store:
+        rows = store.query(all_devices=True)
+    return {m.key: m.session_medians for m in rows}, {m.key: m.stats.noisy for m in rows}
+
+
+def simulate(medians: list[float], s: int, estimator: str, agree: float | None, cap: int) -> tuple[float, bool, int]:
+    """The protocol replayed on stored sessions: first ``s`` sessions (+ extras up to ``cap`` while noisy)."""
+    from profilers.sessions import best_two_gap, estimate
+
+    used = medians[:s]
+    if agree is not None and s > 1:
+        while len(used) < min(cap, len(medians)) and best_two_gap(used) > agree:
+            used = medians[: len(used) + 1]
+    noisy = agree is not None and s > 1 and best_two_gap(used) > agree
+    return estimate(used, estimator), noisy, len(used)
+
+
+def agreement(a: dict[str, float], b: dict[str, float]) -> dict:
+    keys = sorted(set(a) & set(b))
+    rel = {k: abs(b[k] - a[k]) / min(a[k], b[k]) for k in keys}
+    worst = max(rel, key=rel.get)
+    return {"n": len(keys), "within5": float(np.mean([r <= 0.05 for r in rel.values()])),
+            "median_rel": float(np.median(list(rel.values()))), "worst": worst, "worst_rel": rel[worst], "rel": rel}
+
+
+def analyse(runs: list[dict], agree: float, cap: int, console) -> dict:
+    from profilers.sessions import ESTIMATORS
+
+    out = {}
+    for name in TABLES:
+        pair = [r for r in runs if r["table"] == name]
+        if len(pair) != 2:
+            continue
+        (m1, _), (m2, _) = _sessions(pair[0]["store"]), _sessions(pair[1]["store"])
+        grid = Table("estimator", "S=1", "S=2", "S=3", "S=5", title=f"{name}: within ±5% between the two runs (worst item)")
+        for est in ESTIMATORS:
+            cells = []
+            for s in (1, 2, 3, 5):
+                c = agreement(*({k: simulate(v, s, est, None, s)[0] for k, v in m.items()} for m in (m1, m2)))
+                cells.append(f"{100 * c['within5']:.1f}% ({100 * c['worst_rel']:.0f}%)")
+            grid.add_row(est, *cells)
+        console.print(grid)
+        flags = Table("x", "within ±5%", "median |diff|",
+                      "worst item", "noisy run1/run2", "disagreeing", "flagged recall", "mean sessions",
+                      title=f"{name}: min of sessions, S=3 + extra sessions while the two best differ > x (cap {cap})")
+        for x in sorted({0.01, 0.02, agree, 0.05}):
+            sim = [{k: simulate(v, 3, "min", x, cap) for k, v in m.items()} for m in (m1, m2)]
+            c = agreement({k: v[0] for k, v in sim[0].items()}, {k: v[0] for k, v in sim[1].items()})
+            bad = [k for k, r in c["rel"].items() if r > 0.05]
+            caught = [k for k in bad if sim[0][k][1] or sim[1][k][1]]
+            n_sess = np.mean([v[2] for s_ in sim for v in s_.values()])
+            flags.add_row(f"{100 * x:g}%", f"{100 * c['within5']:.1f}%", f"{100 * c['median_rel']:.2f}%",
+                          f"{c['worst'][:40]} ({100 * c['worst_rel']:.0f}%)",
+                          f"{sum(v[1] for v in sim[0].values())}/{sum(v[1] for v in sim[1].values())}",
+                          str(len(bad)), f"{len(caught)}/{len(bad)}" if bad else "-", f"{n_sess:.2f}")
+            if x == agree:
+                out[name] = {"within5": c["within5"], "worst": c["worst"], "worst_rel": c["worst_rel"],
+                             "recall": (len(caught), len(bad)), "mean_sessions": float(n_sess)}
+        console.print(flags)
+    return out
+
+
+def two_runs(args, console) -> int:
+    """Two independent runs of `latnas profile` per table (separate processes and stores), then the tables."""
+    from profilers import ProtocolConfig
+
+    folder = Path(args.two_runs)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "runs.json"
+    runs = json.loads(meta.read_text()) if meta.exists() else []
+    tables = [t for t in TABLES if not args.tables or any(p in t for p in args.tables.split(","))]
+    for run in (1, 2):
+        for name in tables:
+            if any(r["table"] == name and r["run"] == run for r in runs):
+                continue
+            r = run_table(folder, run, name, TABLES[name], args.sessions, [])
+            runs.append(r)
+            meta.write_text(json.dumps(runs, indent=1))
+            console.print(f"run {run} {name}: {r['wall_s']:.0f} s, load {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}")
+        if run == 1 and args.gap_s:
+            time.sleep(args.gap_s)
+    walls = Table("table", "run", "wall s", "load avg before -> after (1/5/15 min)", "command")
+    for r in runs:
+        walls.add_row(r["table"], str(r["run"]), f"{r['wall_s']:.0f}",
+                      " -> ".join("/".join(f"{v:.2f}" for v in r[k]) for k in ("load_before", "load_after")), r["cmd"])
+    console.print(walls)
+    cfg = ProtocolConfig()
+    analyse(runs, cfg.session_agree, cfg.sessions + cfg.extra_sessions, console)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="every 8th block of the table (~14 blocks)")
@@ -98,6 +230,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write per-block medians of every pass to this JSON file")
     ap.add_argument("--cuda-modes", default="graph", help="torch-cuda timing modes to compare (graph,eager,cold)")
     ap.add_argument("--cache-dir", default=None, help="program cache folder (default: a fresh temporary one)")
+    ap.add_argument("--two-runs", default=None, metavar="DIR",
+                    help="two independent `latnas profile` runs per table into DIR (resumes), then the S x estimator tables")
+    ap.add_argument("--sessions", type=int, default=5, help="--two-runs: sessions stored per item (subsets give S=1..5)")
+    ap.add_argument("--tables", default="", help="--two-runs: comma list of table name parts (default: all three)")
+    ap.add_argument("--gap-s", type=float, default=0.0, help="--two-runs: extra pause between run 1 and run 2")
     args = ap.parse_args(argv)
     tmp_cache = None
     if args.cache_dir:
@@ -107,6 +244,8 @@ def main(argv=None) -> int:
         os.environ["LATNAS_CACHE_DIR"] = tmp_cache.name
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.two_runs:
+        return two_runs(args, Console(width=200))
 
     specs = get_space("fbnet").unique_blocks()
     if args.quick:

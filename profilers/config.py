@@ -35,7 +35,7 @@ class ProtocolConfig:
     noisy_retries: int = 0  # re-time a session whose IQR flag is set (sessions replace this; 0 = off)
     sessions: int = 3  # fresh sessions per item, interleaved in time with the other items
     session_agree: float = 0.03  # noisy when the two best session medians differ by more than this (relative)
-    extra_sessions: int = 3  # at most this many extra sessions for a noisy item, later in the run
+    extra_sessions: int = 2  # at most this many extra sessions for a noisy item, later in the run (cap: 5 in all)
 
 
 @dataclass(frozen=True)

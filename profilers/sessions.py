@@ -138,12 +138,17 @@ class SessionHooks:
     on_start: Callable[[SessionItem, int], None] = lambda item, index: None  # before session ``index`` (0-based)
 
 
-def wants_more(item: SessionItem, config: ProtocolConfig) -> bool:
-    """Another session is due: fewer than ``sessions``, or noisy with extra sessions left."""
-    n = len(item.sessions)
+def needs_more(sessions: Sequence[LatencyStats], config: ProtocolConfig) -> bool:
+    """Another session is due: fewer than ``config.sessions``, or noisy with extra sessions left."""
+    n = len(sessions)
     if n < config.sessions:
         return True
-    return config.sessions > 1 and n < config.sessions + config.extra_sessions and is_noisy(item.sessions, config.session_agree)
+    return config.sessions > 1 and n < config.sessions + config.extra_sessions and is_noisy(sessions, config.session_agree)
+
+
+def wants_more(item: SessionItem, config: ProtocolConfig) -> bool:
+    """:func:`needs_more` for an item."""
+    return needs_more(item.sessions, config)
 
 
 def _finish(item: SessionItem, hooks: SessionHooks) -> None:

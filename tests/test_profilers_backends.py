@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,13 +183,16 @@ def test_backend_hooks_are_declared_with_defaults():
 def test_runner_calls_the_overridden_hooks():
     from profilers.fingerprint import device_fingerprint
 
+    one = replace(FAST, sessions=1, extra_sessions=0)  # one session: one call of the overridden hook
     before = _OwnTimer.calls
-    m = profile_block(_OwnTimer(), TINY[0], FAST)
+    m = profile_block(_OwnTimer(), TINY[0], one)
     assert _OwnTimer.calls == before + 1 and m.stats.median_ms > 0
     fp, info = device_fingerprint(_OwnTimer(), 1)
     assert info["cpu"] == "far-away-board" and m.fingerprint == fp
-    model = profile_model(_OwnTimer(), "fbnet", "8" * 22, FAST)
+    model = profile_model(_OwnTimer(), "fbnet", "8" * 22, one)
     assert _OwnTimer.calls == before + 2 and model.stats.median_ms > 0
+    m = profile_block(_OwnTimer(), TINY[0], replace(FAST, sessions=2, extra_sessions=0))
+    assert _OwnTimer.calls == before + 4 and len(m.sessions) == 2  # one call per session
 
 
 def test_importing_profilers_and_backend_names_loads_no_runtime():

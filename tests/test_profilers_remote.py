@@ -34,7 +34,8 @@ from profilers.remote import (
 
 TOKEN = "test-token-0123456789abcdef"
 FAST = ProtocolConfig(
-    warmup_runs=1, warmup_seconds=0.0, min_repeats=3, max_repeats=6, max_seconds=0.2, window=3, stable_windows=1
+    warmup_runs=1, warmup_seconds=0.0, min_repeats=3, max_repeats=6, max_seconds=0.2, window=3, stable_windows=1,
+    sessions=1, extra_sessions=0,  # one session per block: the counts below are sessions
 )
 SPECS = [
     BlockSpec("mbconv", cin=8, cout=8, h=8, w=8, kernel=3, expansion=3),

@@ -174,19 +174,19 @@ def test_runner_noisy_flag_spread_and_estimator(tmp_path, specs):
 
 
 def test_old_store_reads_as_single_session_and_is_upgraded_in_place(tmp_path):
-    from profilers.store_schema import V2_FIELDS
+    from profilers.store_schema import _MEASUREMENTS, V2_FIELDS
 
     path = tmp_path / "old.db"
     s = stats(0.5)
+    v2_table = "\n".join(line for line in _MEASUREMENTS.format(name="measurements").splitlines()
+                          if not line.strip().startswith(("sessions ", "spread ", "protocol ")))
     con = sqlite3.connect(path)
-    cols = ", ".join(f"{c} {'TEXT' if c in ('fingerprint', 'backend', 'key', 'precision', 'layout', 'kind', 'spec', 'meta') else 'REAL'}"
-                     for c in V2_FIELDS)
     con.executescript(f"""
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         INSERT INTO meta VALUES ('app_id', 'latnas-profile-store'), ('schema_version', '2');
         CREATE TABLE fingerprints (hash TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
         INSERT INTO fingerprints VALUES ('fp', '{{}}', 0);
-        CREATE TABLE measurements ({cols}, PRIMARY KEY (fingerprint, backend, key, batch, precision, layout));
+        {v2_table}
     """)
     row = {"fingerprint": "fp", "backend": "onnxruntime", "key": "k", "batch": 1, "precision": "fp32",
            "layout": "contiguous", "kind": "block", **s.to_dict(), "spec": "{}", "created": 1.0, "meta": "{}"}

@@ -58,13 +58,21 @@ class TensorRTBackend(Backend):
             "precision": self.options.precision,
         }
 
-    def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], float]:
+    def build(self, module, example, config: ProtocolConfig) -> tuple[Any, Any]:
+        """Build the engine once per item: ``(engine, input)``; each session is a new runner on it."""
         ok, reason = self.availability()
         if not ok:
             raise BackendUnavailable(f"backend 'tensorrt' is not available here: {reason}")
         engine = build_engine(module, example, self.options)
-        dtype_example = example.half() if self.options.precision == "fp16" else example.float()
+        return engine, (example.half() if self.options.precision == "fp16" else example.float())
+
+    def open_session(self, artifact: tuple[Any, Any], config: ProtocolConfig) -> Callable[[], float]:
+        """A fresh execution context (:class:`EngineRunner`) on the item's engine."""
+        engine, dtype_example = artifact
         return EngineRunner(engine, dtype_example, self.options.device)
+
+    def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], float]:
+        return self.open_session(self.build(module, example, config), config)
 
     def measure(self, fn: Callable[[], float], config: ProtocolConfig) -> LatencyStats:
         """The runner's ``measure`` hook: device-timed samples under the shared stopping rule."""

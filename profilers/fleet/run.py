@@ -1,15 +1,16 @@
-"""The driver side of a fleet run: probe, group by fingerprint, schedule one block per device, write the store."""
+"""The driver side of a fleet run: probe, group by fingerprint, schedule one session per device (interleaved), write the store."""
 from __future__ import annotations
 
 import concurrent.futures as cf
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from latnas.errors import BackendUnavailable, DataError
 from latnas.spec import BlockSpec
 from profilers.base import Measurement, ProtocolConfig
+from profilers.sessions import aggregate, needs_more, protocol_label, spread
 from profilers.fleet.devices import FleetDevice, check_devices
 from profilers.fleet.dispatch import RayDispatch, ThreadDispatch
 
@@ -58,7 +59,8 @@ class _Group:
     fingerprint: str
     backend: str
     devices: list[FleetDevice]
-    queue: deque  # of (key, batch, spec dict)
+    queue: deque  # of (key, batch, spec dict); an item needing another session goes back to the end
+    sessions: dict = field(default_factory=dict)  # (key, batch) -> session stats so far (resumed ones first)
 
 
 def _unique(specs: Iterable[BlockSpec]) -> list[tuple[str, int, dict[str, Any]]]:
@@ -176,7 +178,8 @@ def _probe_all(runner, devices, store, config, items, summary: FleetSummary) -> 
             todo = [it for it in items if (it[0], it[1]) not in stored]
             summary.total += len(items)
             summary.skipped += len(items) - len(todo)
-            groups[fp] = _Group(fp, res["backend"], [], deque(todo))
+            groups[fp] = _Group(fp, res["backend"], [], deque(todo),
+                                {k: list(v) for k, v in store.pending_sessions(res["backend"], fp).items()})
         groups[fp].devices.append(d)
         summary.groups.setdefault(fp, []).append(d.name)
     if not groups:
@@ -190,7 +193,21 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
+def _one_session(m: Measurement, g: _Group, store, config: ProtocolConfig) -> Measurement | None:
+    """Record one session of an item; the item's measurement once it needs no more sessions, else None."""
+    done = g.sessions.setdefault((m.key, m.batch), [])
+    done.append(m.stats)
+    store.add_session(m.key, m.backend, m.batch, len(done) - 1, m.stats, m.fingerprint, m.precision, m.layout)
+    if needs_more(done, config):
+        return None
+    del g.sessions[(m.key, m.batch)]
+    return replace(m, stats=aggregate(done, config), sessions=tuple(done), spread=spread([s.median_ms for s in done]),
+                   protocol=protocol_label(config))
+
+
 def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_result, summary: FleetSummary) -> None:
+    """Sessions interleaved per group: one session per dispatch, the item re-queued at the end while it needs more."""
+    one = replace(config, sessions=1, extra_sessions=0)
     attempts: dict[tuple[str, str, int], int] = {}
     strikes: dict[str, int] = {}
     in_flight: dict[cf.Future, tuple[_Group, FleetDevice, tuple[str, int, dict[str, Any]] | None]] = {}
@@ -204,7 +221,7 @@ def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_
                 if g.queue:
                     item = g.queue.popleft()
                     bar.update(tasks[d.name], item=item[0])
-                    in_flight[runner.measure(d, item[2], config, g.fingerprint)] = (g, d, item)
+                    in_flight[runner.measure(d, item[2], one, g.fingerprint)] = (g, d, item)
                 else:
                     still_idle.append((g, d))
             idle = still_idle
@@ -251,7 +268,12 @@ def _schedule(runner, groups, store, config, retries, max_strikes, progress, on_
                         bar.advance(tasks[d.name])
                 else:
                     strikes[d.name] = 0
-                    store.put(m)  # the driver alone writes: one commit per block
+                    m = _one_session(m, g, store, config)  # the driver alone writes: one commit per session
+                    if m is None:
+                        g.queue.append(item)  # its next session comes after the other items' (interleaved)
+                        idle.append((g, d))
+                        continue
+                    store.put(m)
                     summary.measurements.append(m)
                     summary.done += 1
                     summary.per_device[d.name] = summary.per_device.get(d.name, 0) + 1

@@ -92,6 +92,10 @@ def measurement_dict(m, fp: dict[str, Any], fp_hash: str) -> dict[str, Any]:
         "precision": m.precision,
         "layout": m.layout,
         "meta": m.meta,
+        # the session protocol (profilers.sessions): every session's stats, their spread, how they were aggregated
+        "sessions": [s.to_dict() for s in m.sessions],
+        "spread": m.spread,
+        "protocol": m.protocol,
     }
 
 
@@ -101,12 +105,27 @@ def profile_specs(
     config: ProtocolConfig,
     options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Time ``specs`` with a local backend (via the runner); return JSON-ready measurement dicts."""
-    from profilers.runner import profile_block
+    """Time ``specs`` with a local backend in interleaved sessions; return JSON-ready measurement dicts.
+
+    The sessions of the request's blocks are interleaved as in a local run
+    (pass 1 over all blocks, then pass 2, ...; :mod:`profilers.sessions`). A
+    client that runs the protocol itself sends ``sessions=1`` per call.
+    A block whose session fails fails the request with that error, as before.
+    """
+    from profilers.items import block_item, measurement_of
+    from profilers.sessions import SessionHooks, run_sessions
 
     backend = local_backend(backend_name, options)
     fp, fp_hash = local_fingerprint(backend, config.threads)
-    return [measurement_dict(profile_block(backend, spec, config, fingerprint=fp_hash), fp, fp_hash) for spec in specs]
+    for spec in specs:
+        spec.validate()
+    items = [block_item(backend, spec, config) for spec in specs]
+    errors: list[BaseException] = []
+    run_sessions(items, config, SessionHooks(on_fail=lambda item, exc: errors.append(exc)))
+    if errors:
+        raise errors[0]
+    return [measurement_dict(measurement_of(backend, "block", spec.key, spec.batch, spec.to_dict(), item.sessions, config,
+                                            fp_hash), fp, fp_hash) for spec, item in zip(specs, items)]
 
 
 def profile_models(
