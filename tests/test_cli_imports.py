@@ -54,14 +54,25 @@ def _top_level_imports(tree: ast.Module):
             stack.extend(node.body)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> our modules it imports at file level (``from pkg import sub`` resolves to ``pkg.sub``)."""
+def _all_imports(tree: ast.Module):
+    """Every import statement that can run: module level, inside functions, at the bottom (not TYPE_CHECKING)."""
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+            for child in node.body for n in ast.walk(child)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skip:
+            yield node
+
+
+def import_graph(lazy: bool = False) -> dict[str, set[str]]:
+    """Module -> our modules it imports at file level (``from pkg import sub`` resolves to ``pkg.sub``);
+    with ``lazy``, imports inside functions count too (a circle through them is still a circle)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
+    walk = _all_imports if lazy else _top_level_imports
     for name, path in modules.items():
         is_pkg = path.name == "__init__.py"
         edges: set[str] = set()
-        for node in _top_level_imports(ast.parse(path.read_text(), str(path))):
+        for node in walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -119,6 +130,19 @@ def test_find_cycle_detects_a_cycle():
 def test_no_file_level_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "file-level import cycle: " + " -> ".join(cycle)
+
+
+def test_no_import_cycles_through_function_level_imports():
+    """Two files that import each other are a circle even when one side imports inside a function
+    (a registry that imports its members, a lazy helper): members register, a package __init__ imports them."""
+    cycle = find_cycle(import_graph(lazy=True))
+    assert cycle is None, "import cycle (function-level imports included): " + " -> ".join(cycle)
+
+
+def test_lazy_graph_sees_function_level_imports(tmp_path):
+    tree = ast.parse("import os\ndef f():\n    import latnas.errors\nif TYPE_CHECKING:\n    import latnas.spec\n")
+    names = {a.name for n in _all_imports(tree) for a in n.names}
+    assert names == {"os", "latnas.errors"}
 
 
 def test_schema_does_not_import_torch_blocks():

@@ -17,6 +17,7 @@ from latnas.executors.base import (
     get_executor,
     register_executor,
 )
+from latnas.executors import ray_executor as _ray_executor  # noqa: F401  (registers "ray"; imports ray lazily)
 from latnas.executors.local import LocalExecutor
 from latnas.executors.scoring import ParallelScorer
 

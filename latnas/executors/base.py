@@ -88,7 +88,8 @@ def check_results(batch: Sequence[Any], results: Sequence[Any]) -> list[Any]:
     return out
 
 
-EXECUTORS: Registry[type] = Registry("executor", loader=lambda: _load_builtin())
+EXECUTORS: Registry[type] = Registry("executor")
+"""Registered executors; the members register themselves and ``latnas.executors`` (the package) imports them."""
 
 
 def register_executor(name: str):
@@ -100,11 +101,6 @@ def register_executor(name: str):
         return cls
 
     return deco
-
-
-def _load_builtin() -> None:
-    import latnas.executors.local  # noqa: F401
-    import latnas.executors.ray_executor  # noqa: F401  (imports ray lazily, on first use)
 
 
 def get_executor(name: str | Executor = "local", **opts: Any) -> Executor:
