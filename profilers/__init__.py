@@ -17,8 +17,7 @@ the first ``get_backend``/``available_backends``, so ``import profilers`` and
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latnas.lazy import lazy_exports
 
 _EXPORTS = {
     "BACKENDS": "profilers.base",
@@ -46,14 +45,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'profilers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

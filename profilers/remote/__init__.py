@@ -44,8 +44,7 @@ at a time so timings do not disturb each other.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latnas.lazy import lazy_exports
 
 from profilers.remote.backend import RemoteBackend  # registers the ``remote`` backend, as importing this package always did
 
@@ -91,14 +90,4 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "RemoteBackend"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'profilers.remote' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
