@@ -23,7 +23,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from latnas.cli.validate import MAX_EVALS, MAX_MODELS, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, check_output
+from latnas.cli.validate import (MAX_EVALS, MAX_MODELS, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, check_output,
+                                 check_search_resources)
 from latnas.errors import LatnasError
 
 console = Console()
@@ -81,6 +82,7 @@ def demo(
     from latnas.cli.quiet import filtered_stderr, quiet_loggers
 
     check_output(out, "-o", kind="dir")
+    check_search_resources(evals, 500, 300, resolution)  # the search step's images (its default --n-train/--n-val)
     quiet_loggers()  # third-party noise a user cannot act on (torchao, torch pytree, ExecuTorch runtime)
     with filtered_stderr():
         _demo(out, models, evals, resolution, executorch_blocks, quick, seed)

@@ -15,7 +15,8 @@ from typing import Optional
 import typer
 
 from latnas.cli.executor_options import check_executor_options
-from latnas.cli.validate import MAX_BATCH, MAX_LIMIT, MAX_MODELS, MAX_SEED, MAX_THREADS, check_output
+from latnas.cli.validate import (MAX_BATCH, MAX_LIMIT, MAX_MODELS, MAX_SEED, MAX_SESSIONS, MAX_THREADS, check_output,
+                                 check_threads)
 from latnas.errors import DataError, NothingSucceeded, ShapeError, StoreError
 
 profiles_app = typer.Typer(help="Inspect and export profile stores.", no_args_is_help=True)
@@ -87,7 +88,7 @@ def profile(
     blocks: bool = typer.Option(False, "--blocks", help="With --models: profile the block table as well."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, max=MAX_LIMIT, help="Only the first N blocks of the table."),
     quick: bool = typer.Option(False, "--quick", help="Lighter protocol (one session, fewer warm-ups and repeats) for demos/tests."),
-    sessions: Optional[int] = typer.Option(None, "--sessions", help="Fresh sessions per item, interleaved (default 3; --quick: 1)."),
+    sessions: Optional[int] = typer.Option(None, "--sessions", min=1, max=MAX_SESSIONS, help="Fresh sessions per item, interleaved (default 3; --quick: 1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
     force: bool = typer.Option(False, "--force", help="Re-measure what the store already holds and replace it."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for another profiling run on this machine (default) or refuse at once."),
@@ -115,6 +116,8 @@ def profile(
     check_output(store, "--store", kind="file")
     check_executor_options(executor, ray_address, fleet=fleet)
     config = _config(quick, threads, sessions)
+    if fleet is None and executor == "local":
+        check_threads(threads, backend)  # before any work (validate.py)
     the_space = get_space(space, batch=batch)
     if executor == "ray" or fleet is not None:  # many devices at once, or one through Ray (docs/scale.md)
         from latnas.cli.fleet_cmd import run_fleet_profile

@@ -8,7 +8,7 @@ import typer
 
 from latnas.cli.executor_options import MAX_WORKERS, check_executor_options
 from latnas.cli.validate import (MAX_EVALS, MAX_IMAGES, MAX_MARGIN, MAX_POP_SIZE, MAX_PROFILE_TOP, MAX_RESOLUTION, MAX_SEED,
-                                 MIN_RESOLUTION, check_finite, check_output)
+                                 MIN_RESOLUTION, check_finite, check_output, check_search_resources)
 
 
 def search(
@@ -54,6 +54,7 @@ def search(
 
     check_output(out, "-o", kind="dir")  # before any search work
     check_finite(margin, "--margin", 0.0, MAX_MARGIN)
+    check_search_resources(evals, n_train, n_val, resolution, workers)  # GBs or days of work: refused now
     parse_budget(budget)  # a bad budget is an error now, not after the predictor loads
     if evals < 1:
         from latnas.errors import DataError

@@ -17,14 +17,15 @@ import tempfile
 from pathlib import Path
 
 from latnas.errors import DataError
+from profilers.config import MAX_SESSIONS  # noqa: F401 - the protocol's own bound, declared on profile --sessions
 
 # ------------------------------------------------------------------ bounds
 MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_BATCH = 256  # a profiled / exported input batch; beyond it one block's activations exceed a host's memory
 MAX_THREADS = 256
-MAX_MODELS = 100_000  # random whole models to profile in one run
+MAX_MODELS = 5_000  # random whole models to profile in one run (each is seconds: more is days)
 MAX_LIMIT = 1_000_000
-MAX_EVALS = 1_000_000
+MAX_EVALS = 20_000  # 100x the default search; one accuracy estimate takes seconds on a CPU
 MAX_IMAGES = 1_000_000  # training / validation images of an accuracy estimate
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
 MAX_PROFILE_TOP = 10_000
@@ -35,6 +36,10 @@ MAX_MARGIN = 0.9
 MAX_PORT = 65_535
 MAX_TIMEOUT_S = 3600.0
 MAX_INPUT_BYTES = 1 << 30  # an archs file / table larger than this is not an input we read
+MAX_DATA_BYTES = 2 << 30  # the search's training + validation images in memory (float32, 3 channels)
+MAX_IMAGE_EVALS = 100 * 200 * 800  # evals x images (at 32x32): 100x the default search
+MAX_RAY_WORKERS = 1024  # scores in flight at once through Ray
+DEFAULT_SEARCH_RESOLUTION = 32
 
 
 def check_finite(value: float, option: str, lo: float | None = None, hi: float | None = None) -> float:
@@ -144,3 +149,30 @@ def read_text_lines(path: Path, option: str) -> list[str]:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{option} {path} is not UTF-8 text (byte {exc.start})") from None
+
+
+# ------------------------------------------------------------------ resources
+def check_search_resources(evals: int, n_train: int, n_val: int, resolution: int | None,
+                           workers: int | None = None) -> None:
+    """Refuse, before any work, a search whose images would take GBs of memory or whose
+    accuracy estimates would take days: each bound is far above the defaults."""
+    res = resolution or DEFAULT_SEARCH_RESOLUTION
+    images = n_train + n_val
+    data_bytes = images * 3 * res * res * 4
+    if data_bytes > MAX_DATA_BYTES:
+        raise DataError(f"--n-train {n_train} + --n-val {n_val} images at --resolution {res} take "
+                        f"{data_bytes / 2**30:.1f} GiB; the limit is {MAX_DATA_BYTES / 2**30:g} GiB")
+    work = evals * images * (res / DEFAULT_SEARCH_RESOLUTION) ** 2
+    if work > MAX_IMAGE_EVALS:
+        raise DataError(f"--evals {evals} x {images} images at --resolution {res} is {work:.3g} image-evaluations "
+                        f"(32x32 equivalent); the limit is {MAX_IMAGE_EVALS:.3g}: fewer evals or images")
+    if workers is not None and workers > MAX_RAY_WORKERS:
+        raise DataError(f"--workers must be <= {MAX_RAY_WORKERS}, got {workers}")
+
+
+def check_threads(threads: int, backend: str) -> None:
+    """Refuse timing with more intra-op threads than this machine has CPUs (the numbers would time the
+    scheduler); a remote or emulated backend times elsewhere."""
+    cpus = os.cpu_count() or 1
+    if backend not in ("remote", "table") and threads > cpus:
+        raise DataError(f"--threads {threads} exceeds this machine's {cpus} CPUs")
