@@ -242,8 +242,11 @@ def test_two_devices_profile_concurrently_one_measurement_each_at_a_time(ray_ses
         assert summary.failed == 0 and summary.done == len(SPECS) and summary.left == 0
         assert len(summary.groups) == 1  # both agents run on this host: one table, shared
         assert set(summary.per_device) == {"a", "b"}
-        assert len(store.query(all_devices=True)) == len(SPECS)
-    assert sorted(k for _, _, _, k in INTERVALS) == sorted(s.key for s in SPECS)  # each block measured once
+        rows = store.query(all_devices=True)
+        assert len(rows) == len(SPECS)  # one row per block ...
+        assert all(len(m.sessions) == FAST.sessions for m in rows)  # ... holding its S sessions
+    # each block timed in exactly S sessions (one dispatch each, interleaved), never more
+    assert sorted(k for _, _, _, k in INTERVALS) == sorted(s.key for s in SPECS for _ in range(FAST.sessions))
     by_device = {t: sorted((s, e) for tag, s, e, _ in INTERVALS if tag == t) for t in "ab"}
     for spans in by_device.values():  # never two measurements on one device at once
         assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:]))

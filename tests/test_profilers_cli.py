@@ -121,3 +121,30 @@ def test_kill_9_then_resume(capsys, tmp_path):
     assert m and [int(g) for g in m.groups()] == [limit, limit - len(before), len(before), 0], out
     rc, out, err = _run(capsys, "profiles", "export", "--store", str(store), "-o", str(tmp_path / "o.csv"))
     assert rc == 0 and (tmp_path / "o.csv").read_text().count("\n") == limit + 1
+
+
+def test_summary_fits_80_columns_without_cutting_names():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from latnas.cli.profiles_summary import print_summary, summary_rows
+
+    def row(fp, backend, kind, ms, spread, n):
+        stats = SimpleNamespace(median_ms=ms, noisy=spread > 0.03)
+        return SimpleNamespace(fingerprint=fp, backend=backend, kind=kind, stats=stats, spread=spread,
+                               sessions=(stats,) * n, protocol="legacy" if n == 1 else "sessions=3")
+
+    rows = [row("0123456789abcdef", "onnxruntime-cuda", "block", 0.5, 1.234, 3),
+            row("0123456789abcdef", "onnxruntime-cuda", "block", 1.5, 0.01, 5),
+            row("fedcba9876543210", "executorch", "model", 12.25, 0.0, 1)]
+    out = io.StringIO()
+    print_summary(rows, {"0123456789abcdef": {"cpu": "AMD EPYC", "threads": 1}}, Console(file=out, width=80))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    for needle in ("onnxruntime-cuda", "executorch", "0123456789abcdef: AMD EPYC, 1 thr", "12.2500", "123%", "1 (1 old)"):
+        assert needle in text, (needle, text)
+    groups = summary_rows(rows)
+    assert [g["rows"] for g in groups] == [2, 1] and groups[0]["noisy"] == 1 and groups[0]["sessions_per_row"] == 4.0
