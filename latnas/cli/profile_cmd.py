@@ -203,30 +203,10 @@ def summary(
     store: Path = typer.Option(Path("profiles.db"), "--store", help="Profile store to read."),
 ) -> None:
     """Rows per device fingerprint, backend and kind, with the between-session spread."""
-    import statistics
-
-    from rich.console import Console
-    from rich.table import Table
+    from latnas.cli.profiles_summary import print_summary
 
     with _open_existing(store) as db:
-        fps = db.fingerprints()
-        rows = db.query(all_devices=True)
-    groups: dict[tuple[str, str, str], list] = {}
-    for m in rows:
-        groups.setdefault((m.fingerprint, m.backend, m.kind), []).append(m)
-    table = Table("fingerprint", "device", "backend", "kind", "rows", "median of medians (ms)", "sessions/row",
-                  "spread median / max", "noisy", "single-session")
-    for (fp, be, kind), ms in sorted(groups.items()):
-        info = fps.get(fp, {})
-        device = str(info.get("gpu") or info.get("cpu") or "?") + f", {info.get('threads', '?')} thr"
-        spreads = [m.spread for m in ms]
-        single = sum(len(m.sessions) <= 1 for m in ms)
-        legacy = sum(m.protocol == "legacy" for m in ms)
-        table.add_row(fp, device, be, kind, str(len(ms)), _fmt_ms(statistics.median(m.stats.median_ms for m in ms)),
-                      f"{statistics.mean(len(m.sessions) for m in ms):.1f}",
-                      f"{100 * statistics.median(spreads):.1f}% / {100 * max(spreads):.0f}%", str(sum(m.stats.noisy for m in ms)),
-                      f"{single}" + (f" ({legacy} legacy)" if legacy else ""))
-    Console().print(table)
+        print_summary(db.query(all_devices=True), db.fingerprints())
 
 
 def register(app: typer.Typer) -> None:
