@@ -37,6 +37,24 @@ class Registry(Generic[T]):
 
         return _add(obj) if obj is not None else _add
 
+    def named(self, name: str):
+        """Class decorator: register a class under ``name`` and set its ``name`` attribute."""
+
+        def deco(cls):
+            cls.name = name
+            self.register(name, cls)
+            return cls
+
+        return deco
+
+    def create(self, name: str, error: type[Exception], **opts):
+        """An instance of the class registered as ``name``; bad constructor options become one-line ``error``."""
+        cls = self.get(name)
+        try:
+            return cls(**opts)
+        except (TypeError, ValueError) as exc:
+            raise error(f"{self.kind} {name!r}: bad options: {' '.join(str(exc).split())}") from None
+
     def get(self, name: str) -> T:
         self._load()
         try:

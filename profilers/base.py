@@ -182,10 +182,4 @@ BACKENDS: Registry[type] = Registry("backend")
 
 def register_backend(name: str):
     """Class decorator registering a :class:`Backend` subclass under ``name``."""
-
-    def deco(cls):
-        cls.name = name
-        BACKENDS.register(name, cls)
-        return cls
-
-    return deco
+    return BACKENDS.named(name)

@@ -64,11 +64,7 @@ def get_backend(name: str | Backend, **opts: Any) -> Backend:
 
     if isinstance(name, Backend):
         return name
-    cls = BACKENDS.get(name)
-    try:
-        return cls(**opts)
-    except (TypeError, ValueError) as exc:
-        raise BackendUnavailable(f"backend {name!r}: bad options: {exc}") from None
+    return BACKENDS.create(name, BackendUnavailable, **opts)
 
 
 def require_available(backend: Backend) -> Backend:

@@ -60,3 +60,24 @@ def test_unknown_branch_is_one_line_error():
 def test_fitting_branches_only_adds_id_when_the_shape_is_kept():
     assert fitting_branches(8, 8, 1) == BRANCH_NAMES
     assert "id" not in fitting_branches(8, 16, 1) and "id" not in fitting_branches(8, 8, 2)
+
+
+def test_named_decorator_and_create_with_one_line_error():
+    import pytest
+
+    from latnas.registry import Registry
+
+    class Boom(Exception):
+        pass
+
+    reg: Registry[type] = Registry("widget")
+
+    @reg.named("w")
+    class W:
+        def __init__(self, size: int = 1):
+            self.size = size
+
+    assert W.name == "w" and reg.get("w") is W
+    assert reg.create("w", Boom, size=3).size == 3
+    with pytest.raises(Boom, match=r"^widget 'w': bad options: .*colour"):
+        reg.create("w", Boom, colour="red")

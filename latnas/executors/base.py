@@ -94,21 +94,11 @@ EXECUTORS: Registry[type] = Registry("executor")
 
 def register_executor(name: str):
     """Class decorator registering an :class:`Executor` subclass under ``name``."""
-
-    def deco(cls):
-        cls.name = name
-        EXECUTORS.register(name, cls)
-        return cls
-
-    return deco
+    return EXECUTORS.named(name)
 
 
 def get_executor(name: str | Executor = "local", **opts: Any) -> Executor:
     """An executor by registered name; options (``workers``, ``address``, ...) go to its constructor."""
     if isinstance(name, Executor):
         return name
-    cls = EXECUTORS.get(name)
-    try:
-        return cls(**opts)
-    except (TypeError, ValueError) as exc:
-        raise ExecutorUnavailable(f"executor {name!r}: bad options: {' '.join(str(exc).split())}") from None
+    return EXECUTORS.create(name, ExecutorUnavailable, **opts)
