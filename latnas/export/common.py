@@ -79,6 +79,14 @@ def reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
     return model(example)
 
 
+def prepare_export(model: nn.Module, example: torch.Tensor, path: str | Path) -> tuple[Path, torch.Tensor]:
+    """Every exporter's first step: refuse a training-mode model, create the folder, and take the torch
+    eval-mode output that the runtime's parity is judged against."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, reference_output(model, example)
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict safely (``weights_only=True``) into ``model``; one-line error if unusable.
 

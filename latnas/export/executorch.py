@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latnas.export.common import ExportError, ExportResult, Parity, reference_output, require_eval
+from latnas.export.common import ExportError, ExportResult, Parity, prepare_export
 
 EXECUTORCH_TOLERANCE = 1e-4
 
@@ -63,10 +63,7 @@ def export_executorch(
     threads: int = 1,
 ) -> ExportResult:
     """Export an eval-mode ``model`` to an XNNPACK-delegated ``.pte`` and check it against torch."""
-    require_eval(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ref = reference_output(model, example)
+    path, ref = prepare_export(model, example, path)
     edge, program = lower_to_executorch(model, example)
     path.write_bytes(program.buffer)
     delegates, others = _graph_counts(edge)

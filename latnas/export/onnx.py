@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latnas.export.common import ExportError, ExportResult, Parity, reference_output, require_eval
+from latnas.export.common import ExportError, ExportResult, Parity, prepare_export, require_eval
 from profilers.runtimes.onnx import DEFAULT_OPSET, export_onnx as runtime_export_onnx, onnx_node_count
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,7 @@ def export_onnx(
     """Export an eval-mode ``model`` to ONNX, validate it, and compare ONNX Runtime with torch."""
     import onnx
 
-    require_eval(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ref = reference_output(model, example)
+    path, ref = prepare_export(model, example, path)
     _torch_export(model, example, path, opset)
     try:
         onnx.checker.check_model(str(path), full_check=True)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from latnas.errors import BackendUnavailable
-from latnas.export.common import ExportError, ExportResult, Parity, reference_output, require_eval
+from latnas.export.common import ExportError, ExportResult, Parity, prepare_export, require_eval
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ def export_tensorrt(
     if not ok:
         raise BackendUnavailable(reason)
     options = EngineOptions(precision=precision, timing_cache=timing_cache)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ref = reference_output(model, example)
+    path, ref = prepare_export(model, example, path)
     engine = build_engine(copy.deepcopy(model), example, options)  # build_engine moves and casts its module
     path.write_bytes(engine)
     runner = EngineRunner(engine, example.half() if precision == "fp16" else example.float(), options.device)
