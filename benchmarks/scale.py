@@ -128,10 +128,9 @@ class SleepDevice(Backend):
 
 def bench_fleet(args) -> dict:
     from latnas.spec import BlockSpec
-    from profilers.fleet import Fleet, FleetDevice
+    from profilers.fleet import FleetDevice
     from profilers.remote import make_server, start_in_thread
     from profilers.remote.agent import agent_info
-    from profilers.store import ProfileStore
 
     register_backend("bench-sleep")(SleepDevice)
     import contextlib
@@ -153,19 +152,8 @@ def bench_fleet(args) -> dict:
         devices = [FleetDevice(f"sim{i}", "remote", {"url": s.url, "token": token, "timeout_s": 60,
                                                       "remote_options": {"delay_ms": args.delay_ms}}, resource=f"device:sim{i}")
                    for i, s in enumerate(servers)]
-        try:
-            warm = [BlockSpec("conv", cin=3, cout=c, h=4, w=4) for c in range(2, 2 + 2 * n)]
-            specs = [BlockSpec("conv", cin=3, cout=c, h=8, w=8) for c in range(4, 4 + args.blocks)]
-            with tempfile.TemporaryDirectory() as tmp, ProfileStore(Path(tmp) / "fleet.db") as store, \
-                    Fleet(devices, dispatch=args.dispatch) as fleet:
-                fleet.profile(warm, store, config, progress=False)  # starts the device actors (not timed)
-                t0 = time.perf_counter()
-                summary = fleet.profile(specs, store, config, progress=False)
-                wall = time.perf_counter() - t0
-        finally:
-            for s in servers:
-                s.shutdown()
-                s.server_close()
+        specs = [BlockSpec("conv", cin=3, cout=c, h=8, w=8) for c in range(4, 4 + args.blocks)]
+        summary, wall = timed_fleet(servers, devices, specs, config, args.dispatch)
         assert summary.done == args.blocks and summary.failed == 0, summary.to_dict()
         base = base or wall * n
         eff = base / (wall * n)
@@ -178,12 +166,32 @@ def bench_fleet(args) -> dict:
     return out
 
 
+def timed_fleet(servers, devices, specs, config, dispatch: str):
+    """Profile ``specs`` over ``devices`` into a scratch store: (summary, wall seconds). A warm-up round
+    (one small block per device slot) starts the device actors first and is not timed; the agents stop after."""
+    from latnas.spec import BlockSpec
+    from profilers.fleet import Fleet
+    from profilers.store import ProfileStore
+
+    warm = [BlockSpec("conv", cin=3, cout=c, h=4, w=4) for c in range(2, 2 + 2 * len(devices))]
+    try:
+        with tempfile.TemporaryDirectory() as tmp, ProfileStore(Path(tmp) / "fleet.db") as store, \
+                Fleet(devices, dispatch=dispatch) as fleet:
+            fleet.profile(warm, store, config, progress=False)
+            t0 = time.perf_counter()
+            summary = fleet.profile(specs, store, config, progress=False)
+            return summary, time.perf_counter() - t0
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
 def driver_rate(args, token: str, config) -> dict:
     """Blocks per second the driver commits when 8 zero-delay devices answer at once (its own limit, here)."""
     from latnas.spec import BlockSpec
-    from profilers.fleet import Fleet, FleetDevice
+    from profilers.fleet import FleetDevice
     from profilers.remote import make_server, start_in_thread
-    from profilers.store import ProfileStore
 
     n = max(args.fleet)
     servers = [make_server("127.0.0.1", 0, token=token, default_backend="bench-sleep") for _ in range(n)]
@@ -192,17 +200,7 @@ def driver_rate(args, token: str, config) -> dict:
     devices = [FleetDevice(f"sim{i}", "remote", {"url": s.url, "token": token, "timeout_s": 60,
                                                   "remote_options": {"delay_ms": 0.0}}) for i, s in enumerate(servers)]
     specs = [BlockSpec("conv", cin=c, cout=8, h=8, w=8) for c in range(1, 1 + args.driver_blocks)]
-    try:
-        with tempfile.TemporaryDirectory() as tmp, ProfileStore(Path(tmp) / "fleet.db") as store, \
-                Fleet(devices, dispatch=args.dispatch) as fleet:
-            fleet.profile([BlockSpec("conv", cin=3, cout=c, h=4, w=4) for c in range(2, 2 + 2 * n)], store, config, progress=False)
-            t0 = time.perf_counter()
-            summary = fleet.profile(specs, store, config, progress=False)
-            wall = time.perf_counter() - t0
-    finally:
-        for s in servers:
-            s.shutdown()
-            s.server_close()
+    summary, wall = timed_fleet(servers, devices, specs, config, args.dispatch)
     rate = summary.done / wall
     print(f"driver with {n} zero-delay devices: {summary.done} blocks in {wall:.2f} s = {rate:.0f} blocks/s "
           f"({1e3 / rate:.1f} ms per block, HTTP agent + Ray call + one SQLite commit, all on this machine)")
