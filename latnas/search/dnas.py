@@ -48,7 +48,8 @@ from latnas.search.supernet import (
     expected_latency,
     greedy_fit_budget,
 )
-from latnas.search.training import accuracy, at_resolution, batches, recalibrate_bn, torch_threads, training_data
+from latnas.search.training import (accuracy, at_resolution, batches, endless_batches, recalibrate_bn, torch_threads,
+                                    training_data, weight_step)
 from latnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)
@@ -164,30 +165,18 @@ def _train(problem, opt, seed: int, workdir, progress) -> tuple[Arch, _Trained]:
     for epoch in range(epochs):
         tau = tau0 * (tau_min / tau0) ** (epoch / max(1, epochs - 1))
         search = epoch >= warm
-        val_iter = batches(xv, yv, bs, gen, None)
+        val_iter = endless_batches(xv, yv, bs, gen)
         tr_loss = tr_correct = tr_n = 0
         e_lat = float("nan")
         for xb, yb in batches(data.x_train, data.y_train, bs, gen, limit):
             net.train()
             with torch.no_grad():
                 w = arch.sample(tau, hard, gen)
-            out = net(xb, *w)
-            loss = F.cross_entropy(out, yb)
-            w_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            w_opt.step()
-            w_sched.step()
-            tr_loss += float(loss.detach()) * len(yb)
-            tr_correct += int((out.argmax(1) == yb).sum())
-            tr_n += len(yb)
+            loss_sum, correct = weight_step(net(xb, *w), yb, w_opt, w_sched, net.parameters())
+            tr_loss, tr_correct, tr_n = tr_loss + loss_sum, tr_correct + correct, tr_n + len(yb)
             if not search:
                 continue
-            try:
-                xa, ya = next(val_iter)
-            except StopIteration:
-                val_iter = batches(xv, yv, bs, gen, None)
-                xa, ya = next(val_iter)
+            xa, ya = next(val_iter)
             w = arch.sample(tau, hard, gen)
             ce = F.cross_entropy(net(xa, *w), ya)
             lat = expected_latency(table, layout, *arch.probs())

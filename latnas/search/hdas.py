@@ -43,7 +43,8 @@ from latnas.errors import DataError
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.evolution import result_from
 from latnas.search.hdas_net import N_OPS, HDASArch, HDASNet, StageLayout, hdas_expected_latency
-from latnas.search.training import accuracy, at_resolution, batches, recalibrate_bn, torch_threads, training_data
+from latnas.search.training import (accuracy, at_resolution, batches, endless_batches, recalibrate_bn, torch_threads,
+                                    training_data, weight_step)
 from latnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def search_hdas(problem, opt, seed: int, progress=None) -> tuple[Arch, dict[str,
     for epoch in range(epochs):
         search = epoch >= warm
         tau = float(opt.tau) * (float(opt.tau_min) / float(opt.tau)) ** (epoch / max(1, epochs - 1))
-        val_iter = batches(data.x_val, data.y_val, bs, gen, None)
+        val_iter = endless_batches(data.x_val, data.y_val, bs, gen)
         tr_loss = tr_correct = tr_n = 0
         e_lat = float("nan")
         for xb, yb in batches(data.x_train, data.y_train, bs, gen, limit):
@@ -223,24 +224,13 @@ def search_hdas(problem, opt, seed: int, progress=None) -> tuple[Arch, dict[str,
             with torch.no_grad():
                 w = op_weights(tau)
             drop = float(opt.free_op_dropout)
-            out = net(xb, arch, w.detach(), beta, drop=drop)
-            loss = F.cross_entropy(out, yb)
-            w_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            w_opt.step()
-            w_sched.step()
-            tr_loss += float(loss.detach()) * len(yb)
-            tr_correct += int((out.argmax(1) == yb).sum())
-            tr_n += len(yb)
+            loss_sum, correct = weight_step(net(xb, arch, w.detach(), beta, drop=drop), yb, w_opt, w_sched,
+                                            net.parameters())
+            tr_loss, tr_correct, tr_n = tr_loss + loss_sum, tr_correct + correct, tr_n + len(yb)
             if not search:
                 continue
             step += 1
-            try:
-                xa, ya = next(val_iter)
-            except StopIteration:
-                val_iter = batches(data.x_val, data.y_val, bs, gen, None)
-                xa, ya = next(val_iter)
+            xa, ya = next(val_iter)
             a_loss = F.cross_entropy(net(xa, arch, op_weights(tau), beta, drop=drop), ya)
             lat = hdas_expected_latency(table, arch.op_probs(), arch.count_probs(), layout.counts, cells_n)
             if budget is not None and float(opt.lambda_lat) > 0:

@@ -51,6 +51,27 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Genera
         yield x[idx], y[idx]
 
 
+def endless_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Seeded shuffled mini-batches forever: a new shuffle each time the data runs out (the arch steps
+    of a differentiable search draw validation batches until the epoch's training batches end)."""
+    while True:
+        yield from batches(x, y, batch_size, gen, None)
+
+
+def weight_step(out: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, sched, params,
+                clip: float = 5.0) -> tuple[float, int]:
+    """One supernet weight update on the cross-entropy of ``out``; returns (summed loss, correct)
+    for the epoch's running train loss / accuracy."""
+    loss = F.cross_entropy(out, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    sched.step()
+    return float(loss.detach()) * len(y), int((out.argmax(1) == y).sum())
+
+
 @torch.no_grad()
 def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``fn`` (a model or closure) on ``(x, y)``."""
