@@ -110,22 +110,24 @@ def extract_features(space: SearchSpace, arch: Arch, data: SearchData, config: R
     return np.nan_to_num(f_train, posinf=0.0, neginf=0.0), np.nan_to_num(f_val, posinf=0.0, neginf=0.0)
 
 
+def standardized(f_train: np.ndarray, f_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets scaled by the training features' mean and std; constant features drop out (std = inf)."""
+    mean = f_train.mean(axis=0)
+    std = f_train.std(axis=0)
+    std[std < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = np.inf
+    return (f_train - mean) / std, (f_val - mean) / std
+
+
 def linear_probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, ridge: float = 0.5) -> float:
     """Validation accuracy of a ridge classifier trained on standardized features.
 
     One-vs-rest least squares on centred one-hot targets, solved in kernel form
     ``(X X^T + alpha I) A = Y`` (n_train x n_train), then ``scores = V X^T A``.
     """
-    y_train = np.asarray(y_train)
-    y_val = np.asarray(y_val)
-    classes = np.unique(y_train)
+    y_train, y_val, classes = np.asarray(y_train), np.asarray(y_val), np.unique(y_train)
     if len(classes) < 2:
         return float(np.mean(y_val == classes[0]))
-    mean = f_train.mean(axis=0)
-    std = f_train.std(axis=0)
-    std[std < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = np.inf  # constant features drop out
-    x = (f_train - mean) / std
-    v = (f_val - mean) / std
+    x, v = standardized(f_train, f_val)
     targets = (y_train[:, None] == classes[None, :]).astype(np.float64)
     targets -= targets.mean(axis=0)
     alpha = ridge * x.shape[1]
@@ -156,16 +158,10 @@ def softmax_probe_accuracy(
     SGD with momentum 0.9 and a cosine learning rate, from zero weights, with a
     seeded shuffle, so the same inputs always give the same score.
     """
-    y_train = np.asarray(y_train)
-    y_val = np.asarray(y_val)
-    classes = np.unique(y_train)
+    y_train, y_val, classes = np.asarray(y_train), np.asarray(y_val), np.unique(y_train)
     if len(classes) < 2:
         return float(np.mean(y_val == classes[0]))
-    mean = f_train.mean(axis=0)
-    std = f_train.std(axis=0)
-    std[std < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = np.inf
-    x = torch.as_tensor((f_train - mean) / std, dtype=torch.float32)
-    v = torch.as_tensor((f_val - mean) / std, dtype=torch.float32)
+    x, v = (torch.as_tensor(a, dtype=torch.float32) for a in standardized(f_train, f_val))
     t = torch.as_tensor(np.searchsorted(classes, y_train), dtype=torch.int64)
     layer = nn.Linear(x.shape[1], len(classes))
     nn.init.zeros_(layer.weight)
