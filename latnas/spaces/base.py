@@ -113,6 +113,26 @@ class SearchSpace:
                 )
         return values
 
+    def live_layers(self, arch: str | Sequence[int]) -> tuple[bool, ...]:
+        """Which searchable layers lie on an input-to-output path of the model.
+
+        A layer that no path from the input to the output passes through is
+        *dead*: its output never reaches the result, so a runtime that folds
+        constants may drop it while another still runs it. A chain space has
+        one path through every layer (all live); spaces with parallel paths
+        (``nb201``) override :meth:`live_mask`.
+        """
+        return tuple(bool(v) for v in self.live_mask(np.asarray([self.parse_arch(arch)], dtype=np.int64))[0])
+
+    def live_mask(self, archs: np.ndarray) -> np.ndarray:
+        """``(n, n_layers)`` bool: :meth:`live_layers` of every row of an int arch matrix."""
+        archs = np.asarray(archs)
+        return np.ones(archs.reshape(-1, self.n_layers).shape, dtype=bool)
+
+    def cut_off(self, archs: np.ndarray) -> np.ndarray:
+        """``(n,)`` bool: archs whose output does not depend on the input at all (no live path)."""
+        return np.zeros(np.asarray(archs).reshape(-1, self.n_layers).shape[0], dtype=bool)
+
     def format_arch(self, arch: Sequence[int]) -> str:
         if self.n_choices <= 10:
             return "".join(str(int(v)) for v in arch)

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from latnas.blocks.nb201 import NB201_EDGES, NB201_OPS
 from latnas.errors import DataError
 from latnas.ops import build_model
@@ -89,6 +91,33 @@ class NB201Space(SearchSpace):
             edges = [f"{NB201_OPS[a[k]]}~{i}" for k, (to, i) in enumerate(NB201_EDGES) if to == j]
             nodes.append("|" + "|".join(edges) + "|")
         return "+".join(nodes)
+
+    # ------------------------------------------------------------ liveness
+    def _reach(self, archs: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Forward reach from node 0, backward reach to node 3 (per node) and the non-``none`` edges."""
+        a = np.asarray(archs, dtype=np.int64).reshape(-1, self.n_layers)
+        active = a != 0  # choice 0 is ``none``: it carries nothing
+        n_nodes = 1 + max(to for to, _ in NB201_EDGES)
+        fwd = [np.ones(len(a), dtype=bool)] + [np.zeros(len(a), dtype=bool) for _ in range(n_nodes - 1)]
+        for k, (to, frm) in enumerate(NB201_EDGES):  # edges are listed by increasing target node
+            fwd[to] = fwd[to] | (active[:, k] & fwd[frm])
+        bwd = [np.zeros(len(a), dtype=bool) for _ in range(n_nodes - 1)] + [np.ones(len(a), dtype=bool)]
+        for k in reversed(range(len(NB201_EDGES))):
+            to, frm = NB201_EDGES[k]
+            bwd[frm] = bwd[frm] | (active[:, k] & bwd[to])
+        return fwd, bwd, active
+
+    def live_mask(self, archs: np.ndarray) -> np.ndarray:
+        """An edge is live when its op is not ``none`` and it lies on a path of non-``none`` edges
+        from the cell's input (node 0) to its output (node 3); ``none`` edges are never live."""
+        fwd, bwd, active = self._reach(archs)
+        cols = [active[:, k] & fwd[frm] & bwd[to] for k, (to, frm) in enumerate(NB201_EDGES)]
+        return np.column_stack(cols)
+
+    def cut_off(self, archs: np.ndarray) -> np.ndarray:
+        """Archs whose cell output is cut off from its input: the whole network's output is constant."""
+        fwd, _, _ = self._reach(archs)
+        return ~fwd[-1]
 
     # -------------------------------------------------------------- blocks
     def layer_block(self, layer: int, choice: int) -> BlockSpec:
