@@ -3,9 +3,12 @@
 The latency model is a table lookup, so a whole space of up to
 :data:`ENUMERATE_LIMIT` archs (NAS-Bench-201's 15,625) is enumerated and
 filtered at once (:func:`feasible_pool`); larger spaces are sampled by
-rejection (:func:`feasible_archs`). Every algorithm draws its random archs
-here (initial populations, restarts), so no evaluation is spent on an arch
-the (relaxed) budget rejects.
+rejection and, when the budget is so tight that uniform draws almost never
+meet it (a budget near the fastest arch of FBNet's 9^22), by a constructive
+fill (:func:`fill_archs`): start at the cheapest arch and set layers, in a
+random order, to a random choice that keeps the arch within the bound. Every
+algorithm draws its random archs here (initial populations, restarts), so no
+evaluation is spent on an arch the (relaxed) budget rejects.
 """
 from __future__ import annotations
 
@@ -70,8 +73,58 @@ def feasible_archs(evaluator: ArchEvaluator, mask: np.ndarray | None, n: int, rn
                 if key not in seen and len(out) < n:
                     seen.add(key)
                     out.append(key)
+    if len(out) < n and pool is None:
+        for key in fill_archs(evaluator, mask, n - len(out), rng, exclude=seen):
+            seen.add(key)
+            out.append(key)
     if len(out) < n:
         out += uniform_archs(mask, n - len(out), rng, exclude=seen)
+    return out
+
+
+def cheapest_arch(evaluator: ArchEvaluator, mask: np.ndarray) -> np.ndarray:
+    """The per-layer argmin of the latency table inside ``mask`` (the fastest arch: the correction is monotone)."""
+    table = np.where(np.asarray(mask, dtype=bool), evaluator.problem.latency_table.table, np.inf)
+    return np.argmin(np.nan_to_num(table, nan=np.inf), axis=1).astype(np.int64)
+
+
+def fill_archs(evaluator: ArchEvaluator, mask: np.ndarray, n: int, rng: np.random.Generator,
+               exclude: Iterable[Arch] = (), tries: int = 4) -> list[Arch]:
+    """Up to ``n`` distinct feasible archs built from the cheapest one, one layer at a time.
+
+    Each arch visits the layers in its own random order; each layer takes a
+    uniform choice among those that keep the whole arch within the bound (the
+    other layers as they are). Vectorised over the archs of a batch. Every
+    arch returned is feasible; none when even the cheapest is not.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    base = cheapest_arch(evaluator, mask)
+    if n <= 0 or not bool(evaluator.feasible(evaluator.latency(base[None, :]))[0]):
+        return []
+    n_layers, n_choices = mask.shape
+    seen = set(exclude)
+    out: list[Arch] = []
+    for _ in range(max(1, tries)):
+        want = n - len(out)
+        if want <= 0:
+            break
+        batch = max(want, 8)
+        archs = np.repeat(base[None, :], batch, axis=0)
+        orders = np.argsort(rng.random((batch, n_layers)), axis=1)
+        rows = np.arange(batch)
+        for step in range(n_layers):
+            layer = orders[:, step]
+            options = np.repeat(archs, n_choices, axis=0)
+            options[np.arange(batch * n_choices), np.repeat(layer, n_choices)] = np.tile(np.arange(n_choices), batch)
+            ok = (evaluator.feasible(evaluator.latency(options)).reshape(batch, n_choices) & mask[layer])
+            pick = np.argmax(rng.random((batch, n_choices)) * ok, axis=1)  # a uniform feasible choice
+            has = ok.any(axis=1)
+            archs[rows[has], layer[has]] = pick[has]
+        for row in archs:
+            key = tuple(int(v) for v in row)
+            if key not in seen and len(out) < n:
+                seen.add(key)
+                out.append(key)
     return out
 
 

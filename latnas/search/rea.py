@@ -7,9 +7,11 @@ its choice) and the child replaces the *oldest* member. Ageing keeps the
 search exploring instead of converging on one lucky arch; it is the strongest
 simple baseline on NAS-Bench-201 in its authors' comparison.
 
-Made latency-aware the cheap way: latency is a table lookup, so candidates
-(initial archs and children) that the budget rejects are redrawn before any
-score is spent on them; every evaluation goes to a feasible, unseen arch.
+Made latency-aware the cheap way: latency is a table lookup, so the initial
+archs and restarts are drawn among the budget-feasible ones
+(:mod:`latnas.search.candidates`) and children the budget rejects are redrawn
+before any score is spent on them; every evaluation goes to a feasible,
+unseen arch.
 The result is the Pareto front (score vs predicted latency) of every arch
 scored, best score first.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
+from latnas.search.candidates import feasible_archs
 from latnas.search.evolution import result_from
 from latnas.spaces.base import Arch
 
@@ -46,15 +49,9 @@ class RegularizedEvolution(Algorithm):
         return [a for a, good in zip(fresh, ok) if good]
 
     def _random_feasible(self, evaluator, rng, allowed, seen: set[Arch], n: int) -> list[Arch]:
-        out: list[Arch] = []
-        for _ in range(self.options.max_draws):
-            if len(out) >= n:
-                break
-            draw = [tuple(int(rng.choice(a)) for a in allowed) for _ in range(4 * n)]
-            for a in self._feasible_unseen(evaluator, draw, seen | set(out)):
-                if len(out) < n:
-                    out.append(a)
-        return out
+        """Up to ``n`` unseen archs drawn among the budget-feasible ones (:mod:`latnas.search.candidates`)."""
+        drawn = feasible_archs(evaluator, None, n, rng, exclude=seen)
+        return self._feasible_unseen(evaluator, drawn, seen)
 
     def _mutant(self, evaluator, rng, allowed, parent: Arch, seen: set[Arch]) -> Arch | None:
         for _ in range(self.options.max_draws):
