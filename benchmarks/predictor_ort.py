@@ -77,9 +77,15 @@ def main(argv=None) -> int:
     print(f"profiled {sb.done} blocks (+{sb.skipped} stored), {sm.done} models (+{sm.skipped} stored) in {t_prof:.0f} s")
     noisy = [r for r in records if r["kind"] == "model" and str(r.get("noisy")).lower() in ("1", "true")]
     print(f"whole-model rows flagged noisy by the protocol: {len(noisy)} of {sum(r['kind'] == 'model' for r in records)}")
-    # test-retest: the second half of the models (the held-out half below) measured once more
-    perm_all = np.random.default_rng(0).permutation(len(archs))
-    retest_archs = [archs[i] for i in perm_all[len(archs) // 2:]]
+    # test-retest: the held-out models (the same split as below, drawn over the store's model order) measured
+    # once more. (The split used to be drawn over ``archs``' order, which is not the store's: no held-out set
+    # matched and the row never printed.)
+    def split(n: int):
+        perm = np.random.default_rng(0).permutation(n)
+        return perm[: n // 2], perm[n // 2:]
+
+    model_archs = load_block_table(records, backend=name, space="fbnet", stat="median_ms").model_archs
+    retest_archs = [model_archs[i] for i in split(len(model_archs))[1]]
     t_rt = time.time()
     retest = {a: profile_model(backend, space, a, config).stats for a in retest_archs}
     print(f"re-profiled {len(retest)} held-out models in {time.time() - t_rt:.0f} s (test-retest)")
@@ -87,9 +93,7 @@ def main(argv=None) -> int:
         data = load_block_table(records, backend=name, space="fbnet", stat=stat)
         a = np.array([space.parse_arch(s) for s in data.model_archs], dtype=np.int64)
         y = data.model_ms
-        perm = np.random.default_rng(0).permutation(len(y))
-        half = len(y) // 2
-        tr, te = perm[:half], perm[half:]
+        tr, te = split(len(y))
         x_blocks = block_features(data.specs)
         block_models = {"lut": LookupTableSum().fit(x_blocks, data.block_ms),
                         "rf": PerOpRandomForest(n_estimators=100).fit(x_blocks, data.block_ms)}
@@ -104,7 +108,10 @@ def main(argv=None) -> int:
         fl = arch_totals(space, a)[:, 0]
         rows.append(("FLOPs (ranks; ±x% from FLOPs-linear fit)", flops_baseline(fl[tr], y[tr], fl[te], y[te])))
         te_archs = [data.model_archs[i] for i in te]
-        if all(a_ in retest for a_ in te_archs):
+        missing = [a_ for a_ in te_archs if a_ not in retest]
+        if missing:
+            print(f"test-retest row left out: {len(missing)} held-out models were not re-profiled")
+        else:
             second = np.array([getattr(retest[a_], stat) for a_ in te_archs])
             rows.append(("profiler test-retest (second measurement vs first)", latency_metrics(y[te], second)))
 

@@ -30,6 +30,14 @@ items that disagree by more than 5% between the runs, the share flagged in at
 least one run. Rerunning the command resumes (``DIR/runs.json``).
 
     .venv/bin/python benchmarks/profiler_stability.py --two-runs /tmp/two --cache-dir ~/.cache/latnas/executorch
+    .venv/bin/python benchmarks/profiler_stability.py --two-runs /tmp/two --tables models --models 30 --clock wall
+
+``--clock wall|cpu`` times with that backend clock instead of the default
+(``auto``: the calling thread's CPU time with one thread); those runs go
+through ``--one-run`` (the same profiling API `latnas profile` calls, since
+the CLI has no backend options). Estimators: ``first``, ``median``, ``min``,
+``p10`` of the session medians and ``min-p10`` (minimum of the sessions'
+within-session p10).
 """
 from __future__ import annotations
 
@@ -102,46 +110,85 @@ def compare(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------ two independent runs
-TABLES = {  # name -> latnas profile arguments
-    "onnxruntime blocks": ["--backend", "onnxruntime"],
-    "onnxruntime models (60)": ["--backend", "onnxruntime", "--models", "60"],
-    "executorch blocks": ["--backend", "executorch"],
-}
+def tables(models: int = 60) -> dict[str, list[str]]:
+    """Table name -> `latnas profile` arguments."""
+    return {
+        "onnxruntime blocks": ["--backend", "onnxruntime"],
+        f"onnxruntime models ({models})": ["--backend", "onnxruntime", "--models", str(models)],
+        "executorch blocks": ["--backend", "executorch"],
+    }
 
 
-def run_table(folder: Path, run: int, name: str, args: list[str], sessions: int, extra: list[str]) -> dict:
-    """One independent `latnas profile` process into its own store; wall time and load average."""
+TABLES = tables()
+
+
+def table_label(name: str, clock: str) -> str:
+    return name if clock == "auto" else f"{name} clock={clock}"
+
+
+def run_table(folder: Path, run: int, name: str, args: list[str], sessions: int, clock: str = "auto") -> dict:
+    """One independent process into its own store; wall time and load average.
+
+    ``clock=auto`` runs the `latnas profile` command itself (the backend's
+    default clock); another clock runs the same profiling through this
+    script's ``--one-run`` (the CLI has no backend options).
+    """
     import subprocess
 
-    store = folder / f"run{run}_{name.split()[0]}_{name.split()[1]}.db"
-    cmd = [str(Path(sys.executable).parent / "latnas"), "profile", *args, "--store", str(store), "--no-progress",
-           "--sessions", str(sessions), *extra]
+    label = table_label(name, clock)
+    store = folder / f"run{run}_{name.split()[0]}_{name.split()[1]}{'' if clock == 'auto' else '_' + clock}.db"
+    if clock == "auto":
+        cmd = [str(Path(sys.executable).parent / "latnas"), "profile", *args, "--store", str(store), "--no-progress",
+               "--sessions", str(sessions)]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--one-run", str(store), "--clock", clock,
+               "--sessions", str(sessions), "--", *args]
     before = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return {"table": name, "run": run, "store": str(store), "wall_s": wall, "load_before": before,
-            "load_after": os.getloadavg(), "cmd": "latnas " + " ".join(cmd[1:])}
+    return {"table": label, "run": run, "store": str(store), "wall_s": wall, "load_before": before,
+            "load_after": os.getloadavg(), "cmd": " ".join(["latnas", *cmd[1:]] if clock == "auto" else cmd[1:])}
 
 
-def _sessions(store_path: str) -> tuple[dict[str, list[float]], dict[str, bool]]:
+def one_run(store_path: str, clock: str, sessions: int, args: list[str]) -> int:
+    """`latnas profile ARGS --sessions S` with backend option ``clock`` (for --two-runs --clock)."""
+    from profilers import ProfileStore
+    from profilers.runner import profile_blocks, profile_models
+
+    opts = dict(zip(args[::2], args[1::2]))
+    backend = get_backend(opts.get("--backend", "onnxruntime"), clock=clock)
+    config = replace(ProtocolConfig(), sessions=sessions)
+    space = get_space("fbnet")
+    with ProfileStore(store_path) as store:
+        if "--models" in opts:
+            s = profile_models(backend, space, space.random_archs(int(opts["--models"]), rng=0), store, config, progress=False)
+        else:
+            s = profile_blocks(backend, space.unique_blocks(), store, config, progress=False)
+    print(json.dumps(s.to_dict()))
+    return 1 if s.failed else 0
+
+
+def _sessions(store_path: str) -> dict[str, list]:
+    """Every item's stored sessions (LatencyStats, in the order measured)."""
     from profilers import ProfileStore
 
     with ProfileStore(store_path, read_only=True) as store:
         rows = store.query(all_devices=True)
-    return {m.key: m.session_medians for m in rows}, {m.key: m.stats.noisy for m in rows}
+    return {m.key: list(m.sessions) for m in rows}
 
 
-def simulate(medians: list[float], s: int, estimator: str, agree: float | None, cap: int) -> tuple[float, bool, int]:
+def simulate(sessions: list, s: int, estimator: str, agree: float | None, cap: int) -> tuple[float, bool, int]:
     """The protocol replayed on stored sessions: first ``s`` sessions (+ extras up to ``cap`` while noisy)."""
-    from profilers.sessions import best_two_gap, estimate
+    from profilers.sessions import best_two_gap, estimate, session_values
 
-    used = medians[:s]
+    values = session_values(sessions, estimator)
+    used = values[:s]
     if agree is not None and s > 1:
-        while len(used) < min(cap, len(medians)) and best_two_gap(used) > agree:
-            used = medians[: len(used) + 1]
+        while len(used) < min(cap, len(values)) and best_two_gap(used) > agree:
+            used = values[: len(used) + 1]
     noisy = agree is not None and s > 1 and best_two_gap(used) > agree
     return estimate(used, estimator), noisy, len(used)
 
@@ -150,64 +197,78 @@ def agreement(a: dict[str, float], b: dict[str, float]) -> dict:
     keys = sorted(set(a) & set(b))
     rel = {k: abs(b[k] - a[k]) / min(a[k], b[k]) for k in keys}
     worst = max(rel, key=rel.get)
+    ratio = float(np.median([b[k] / a[k] for k in keys]))
     return {"n": len(keys), "within5": float(np.mean([r <= 0.05 for r in rel.values()])),
+            "within10": float(np.mean([r <= 0.10 for r in rel.values()])), "ratio": ratio,
             "median_rel": float(np.median(list(rel.values()))), "worst": worst, "worst_rel": rel[worst], "rel": rel}
 
 
-def analyse(runs: list[dict], agree: float, cap: int, console) -> dict:
-    from profilers.sessions import ESTIMATORS
+FLAG_ESTIMATORS = ("min", "min-p10")
 
-    out = {}
-    for name in TABLES:
-        pair = [r for r in runs if r["table"] == name]
+
+def analyse(runs: list[dict], agree: float, cap: int, console, estimator: str | None = None) -> dict:
+    """Per table: the S x estimator grid, then the default rule (S=3 + extras while the two best differ > x)."""
+    from profilers.sessions import ESTIMATOR, ESTIMATORS
+
+    out: dict = {}
+    for name in dict.fromkeys(r["table"] for r in runs):
+        pair = sorted((r for r in runs if r["table"] == name), key=lambda r: r["run"])
         if len(pair) != 2:
             continue
-        (m1, _), (m2, _) = _sessions(pair[0]["store"]), _sessions(pair[1]["store"])
-        grid = Table("estimator", "S=1", "S=2", "S=3", "S=5", title=f"{name}: within ±5% between the two runs (worst item)")
+        m1, m2 = _sessions(pair[0]["store"]), _sessions(pair[1]["store"])
+        grid = Table("estimator", "S=1", "S=2", "S=3", "S=5", "S=5 run2/run1 (median)",
+                     title=f"{name}: within ±5% between the two runs (worst item)")
         for est in ESTIMATORS:
             cells = []
-            for s in (1, 2, 3, 5):
-                c = agreement(*({k: simulate(v, s, est, None, s)[0] for k, v in m.items()} for m in (m1, m2)))
+            for s_ in (1, 2, 3, 5):
+                c = agreement(*({k: simulate(v, s_, est, None, s_)[0] for k, v in m.items()} for m in (m1, m2)))
                 cells.append(f"{100 * c['within5']:.1f}% ({100 * c['worst_rel']:.0f}%)")
-            grid.add_row(est, *cells)
+                out.setdefault(name, {}).setdefault("grid", {})[f"{est} S={s_}"] = c["within5"]
+            grid.add_row(est, *cells, f"{c['ratio']:.3f}")
         console.print(grid)
-        flags = Table("x", "within ±5%", "median |diff|",
-                      "worst item", "noisy run1/run2", "disagreeing", "flagged recall", "mean sessions",
-                      title=f"{name}: min of sessions, S=3 + extra sessions while the two best differ > x (cap {cap})")
-        for x in sorted({0.01, 0.02, agree, 0.05}):
-            sim = [{k: simulate(v, 3, "min", x, cap) for k, v in m.items()} for m in (m1, m2)]
-            c = agreement({k: v[0] for k, v in sim[0].items()}, {k: v[0] for k, v in sim[1].items()})
-            bad = [k for k, r in c["rel"].items() if r > 0.05]
-            caught = [k for k in bad if sim[0][k][1] or sim[1][k][1]]
-            n_sess = np.mean([v[2] for s_ in sim for v in s_.values()])
-            flags.add_row(f"{100 * x:g}%", f"{100 * c['within5']:.1f}%", f"{100 * c['median_rel']:.2f}%",
-                          f"{c['worst'][:40]} ({100 * c['worst_rel']:.0f}%)",
-                          f"{sum(v[1] for v in sim[0].values())}/{sum(v[1] for v in sim[1].values())}",
-                          str(len(bad)), f"{len(caught)}/{len(bad)}" if bad else "-", f"{n_sess:.2f}")
-            if x == agree:
-                out[name] = {"within5": c["within5"], "worst": c["worst"], "worst_rel": c["worst_rel"],
-                             "recall": (len(caught), len(bad)), "mean_sessions": float(n_sess)}
-        console.print(flags)
+        for fest in FLAG_ESTIMATORS:
+            flags = Table("x", "within ±5%", "within ±10%", "median |diff|", "worst item", "noisy run1/run2", "disagreeing",
+                          "flagged recall", "mean sessions",
+                          title=f"{name}: {fest} of sessions, S=3 + extra sessions while the two best differ > x (cap {cap})")
+            for x in sorted({0.01, 0.02, agree, 0.05}):
+                sim = [{k: simulate(v, 3, fest, x, cap) for k, v in m.items()} for m in (m1, m2)]
+                c = agreement({k: v[0] for k, v in sim[0].items()}, {k: v[0] for k, v in sim[1].items()})
+                bad = [k for k, r in c["rel"].items() if r > 0.05]
+                caught = [k for k in bad if sim[0][k][1] or sim[1][k][1]]
+                n_sess = float(np.mean([v[2] for s_ in sim for v in s_.values()]))
+                flags.add_row(f"{100 * x:g}%", f"{100 * c['within5']:.1f}%", f"{100 * c['within10']:.1f}%",
+                              f"{100 * c['median_rel']:.2f}%", f"{c['worst'][:40]} ({100 * c['worst_rel']:.0f}%)",
+                              f"{sum(v[1] for v in sim[0].values())}/{sum(v[1] for v in sim[1].values())}",
+                              str(len(bad)), f"{len(caught)}/{len(bad)}" if bad else "-", f"{n_sess:.2f}")
+                out[name].setdefault("rule", {})[f"{fest} x={x:g}"] = {
+                    "within5": c["within5"], "worst": c["worst"], "worst_rel": c["worst_rel"],
+                    "recall": [len(caught), len(bad)], "mean_sessions": n_sess}
+            console.print(flags)
+        default = out[name]["rule"].get(f"{estimator or ESTIMATOR} x={agree:g}")
+        if default:
+            console.print(f"{name}: default ({estimator or ESTIMATOR}, S=3, x={100 * agree:g}%, cap {cap}): "
+                          f"{100 * default['within5']:.1f}% within ±5%, worst {default['worst']} "
+                          f"({100 * default['worst_rel']:.0f}%), flag recall {default['recall'][0]}/{default['recall'][1]}")
     return out
 
 
 def two_runs(args, console) -> int:
-    """Two independent runs of `latnas profile` per table (separate processes and stores), then the tables."""
-    from profilers import ProtocolConfig
-
+    """Two independent runs per table (separate processes and stores), then the tables."""
     folder = Path(args.two_runs)
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "runs.json"
     runs = json.loads(meta.read_text()) if meta.exists() else []
-    tables = [t for t in TABLES if not args.tables or any(p in t for p in args.tables.split(","))]
+    all_tables = tables(args.models)
+    chosen = [t for t in all_tables if not args.tables or any(p in t for p in args.tables.split(","))]
     for run in (1, 2):
-        for name in tables:
-            if any(r["table"] == name and r["run"] == run for r in runs):
+        for name in chosen:
+            label = table_label(name, args.clock)
+            if any(r["table"] == label and r["run"] == run for r in runs):
                 continue
-            r = run_table(folder, run, name, TABLES[name], args.sessions, [])
+            r = run_table(folder, run, name, all_tables[name], args.sessions, args.clock)
             runs.append(r)
             meta.write_text(json.dumps(runs, indent=1))
-            console.print(f"run {run} {name}: {r['wall_s']:.0f} s, load {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}")
+            console.print(f"run {run} {label}: {r['wall_s']:.0f} s, load {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}")
         if run == 1 and args.gap_s:
             time.sleep(args.gap_s)
     walls = Table("table", "run", "wall s", "load avg before -> after (1/5/15 min)", "command")
@@ -216,7 +277,8 @@ def two_runs(args, console) -> int:
                       " -> ".join("/".join(f"{v:.2f}" for v in r[k]) for k in ("load_before", "load_after")), r["cmd"])
     console.print(walls)
     cfg = ProtocolConfig()
-    analyse(runs, cfg.session_agree, cfg.sessions + cfg.extra_sessions, console)
+    result = analyse(runs, cfg.session_agree, cfg.sessions + cfg.extra_sessions, console)
+    (folder / "analysis.json").write_text(json.dumps(result, indent=1))
     return 0
 
 
@@ -235,7 +297,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sessions", type=int, default=5, help="--two-runs: sessions stored per item (subsets give S=1..5)")
     ap.add_argument("--tables", default="", help="--two-runs: comma list of table name parts (default: all three)")
     ap.add_argument("--gap-s", type=float, default=0.0, help="--two-runs: extra pause between run 1 and run 2")
+    ap.add_argument("--models", type=int, default=60, help="--two-runs: whole models in the models table")
+    ap.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"),
+                    help="--two-runs: backend clock (auto: `latnas profile` itself, the backend's default)")
+    ap.add_argument("--one-run", default=None, metavar="STORE", help=argparse.SUPPRESS)  # internal: one run of --clock
+    ap.add_argument("profile_args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.one_run:
+        return one_run(args.one_run, args.clock, args.sessions, args.profile_args)
     tmp_cache = None
     if args.cache_dir:
         os.environ["LATNAS_CACHE_DIR"] = args.cache_dir

@@ -34,23 +34,32 @@ import numpy as np
 
 from profilers.config import LatencyStats, ProtocolConfig
 
-ESTIMATORS = ("first", "median", "min", "p10")
+ESTIMATORS = ("first", "median", "min", "p10", "min-p10")
 ESTIMATOR = "min"  # the default, chosen by measurement (docs/profiling.md)
 _UNBUILT = object()
 
 
-def estimate(medians: Sequence[float], how: str = ESTIMATOR) -> float:
-    """One latency from session medians: ``first`` session, ``median``, ``min`` or ``p10`` of them."""
-    if not medians:
+def session_values(sessions: Sequence[LatencyStats], how: str = ESTIMATOR) -> list[float]:
+    """What an estimator aggregates: each session's p10 for ``min-p10``, else each session's median."""
+    return [s.p10_ms for s in sessions] if how == "min-p10" else [s.median_ms for s in sessions]
+
+
+def estimate(values: Sequence[float], how: str = ESTIMATOR) -> float:
+    """One latency from per-session values (:func:`session_values`).
+
+    ``first`` session, ``median``, ``min`` or ``p10`` of the session medians;
+    ``min-p10``: the minimum of the sessions' within-session p10.
+    """
+    if not values:
         raise ValueError("no sessions to estimate from")
     if how == "first":
-        return float(medians[0])
+        return float(values[0])
     if how == "median":
-        return float(np.median(medians))
-    if how == "min":
-        return float(min(medians))
+        return float(np.median(values))
+    if how in ("min", "min-p10"):
+        return float(min(values))
     if how == "p10":
-        return float(np.percentile(medians, 10))
+        return float(np.percentile(values, 10))
     raise ValueError(f"unknown estimator {how!r} (known: {', '.join(ESTIMATORS)})")
 
 
@@ -70,11 +79,11 @@ def spread(medians: Sequence[float]) -> float:
     return (hi - lo) / lo if lo > 0 else (0.0 if hi == lo else math.inf)
 
 
-def is_noisy(sessions: Sequence[LatencyStats], agree: float) -> bool:
-    """The two best sessions disagree by more than ``agree``; one session: its IQR flag."""
+def is_noisy(sessions: Sequence[LatencyStats], agree: float, estimator: str = ESTIMATOR) -> bool:
+    """The two best sessions (by the estimator's values) disagree by more than ``agree``; one session: its IQR flag."""
     if len(sessions) < 2:
         return bool(sessions and sessions[0].noisy)
-    return bool(best_two_gap([s.median_ms for s in sessions]) > agree)
+    return bool(best_two_gap(session_values(sessions, estimator)) > agree)
 
 
 def protocol_label(config: ProtocolConfig, estimator: str = ESTIMATOR) -> str:
@@ -92,9 +101,9 @@ def aggregate(sessions: Sequence[LatencyStats], config: ProtocolConfig, estimato
     """
     if not sessions:
         raise ValueError("no sessions to aggregate")
-    medians = [s.median_ms for s in sessions]
-    value = estimate(medians, estimator)
-    nearest = min(sessions, key=lambda s: abs(s.median_ms - value))
+    values = session_values(sessions, estimator)
+    value = estimate(values, estimator)
+    nearest = sessions[min(range(len(values)), key=lambda i: abs(values[i] - value))]
     return replace(
         nearest,
         median_ms=value,
@@ -102,7 +111,7 @@ def aggregate(sessions: Sequence[LatencyStats], config: ProtocolConfig, estimato
         repeats=sum(s.repeats for s in sessions),
         warmup_runs=sum(s.warmup_runs for s in sessions),
         stable=all(s.stable for s in sessions),
-        noisy=is_noisy(sessions, config.session_agree),
+        noisy=is_noisy(sessions, config.session_agree, estimator),
     )
 
 

@@ -167,3 +167,62 @@ def test_measure_real_callable_gives_positive_finite_stats():
 def test_bad_configs_are_refused(bad):
     with pytest.raises(ValueError):
         check_config(ProtocolConfig(**bad))
+
+
+# ------------------------------------------------------------ CPU-time samples
+def test_resolve_clock():
+    from profilers.protocol import resolve_clock
+
+    assert resolve_clock("auto", 1) == "cpu" and resolve_clock("auto", 2) == "wall"
+    assert resolve_clock("wall", 1) == "wall" and resolve_clock("cpu", 4) == "cpu"
+    with pytest.raises(ValueError, match="unknown clock"):
+        resolve_clock("tsc", 1)
+
+
+def _busy(ms: float):
+    import time
+
+    def fn():
+        end = time.perf_counter_ns() + int(ms * 1e6)
+        while time.perf_counter_ns() < end:
+            pass
+
+    return fn
+
+
+FAST_CPU = ProtocolConfig(warmup_runs=1, warmup_seconds=0.0, min_repeats=5, max_repeats=10, max_seconds=0.5, window=5,
+                          stable_windows=1)
+
+
+def test_thread_cpu_call_times_work_on_this_thread_and_falls_back_when_it_sleeps():
+    import time
+
+    from profilers.protocol import ThreadCpuCall, measure_cpu
+
+    stats, used = measure_cpu(ThreadCpuCall(_busy(2.0)), FAST_CPU)  # busy on this thread: CPU time ~ its wall time
+    assert used == "cpu" and 0.5 < stats.median_ms < 4.0
+    sleeper = ThreadCpuCall(lambda: time.sleep(0.002), calls=2)  # no CPU time here: the work "ran elsewhere"
+    stats, used = measure_cpu(sleeper, FAST_CPU)
+    assert used == "wall" and stats.median_ms >= 1.9 and len(sleeper.wall_ms) >= stats.repeats
+    with pytest.raises(ValueError):
+        ThreadCpuCall(lambda: None, calls=0)
+
+
+def test_backends_refuse_an_unknown_clock_and_report_the_clock_used():
+    pytest.importorskip("onnxruntime")
+    from profilers.runner import get_backend
+    from latnas.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="unknown clock"):
+        get_backend("onnxruntime", clock="tsc")
+    be = get_backend("onnxruntime")
+    be.measure(_busy(0.2), FAST_CPU)
+    assert be.measurement_meta() == {"clock": "cpu"}
+    be.measure(_busy(0.2), replace_threads(FAST_CPU, 2))
+    assert be.measurement_meta() == {"clock": "wall"}
+
+
+def replace_threads(config, threads):
+    from dataclasses import replace
+
+    return replace(config, threads=threads)

@@ -16,6 +16,10 @@ is therefore ``N`` back-to-back calls divided by ``N``
 thread pool is global to the process: it is reset to ``config.threads`` when
 a block is prepared.
 
+Clock: option ``clock`` as for ``onnxruntime`` (``auto``: the calling thread's
+CPU time with one thread, where XNNPACK runs on the calling thread; else wall
+time); the clock used is in each measurement's ``meta``.
+
 Identity blocks lower to a program with no delegate and no kernels (the
 output is the input); it still runs, so its latency is the runtime's call
 overhead.
@@ -38,9 +42,13 @@ class ExecuTorchBackend(Backend):
     description = "ExecuTorch runtime with the XNNPACK delegate (CPU)"
     requires = "executorch (with its prebuilt pybindings)"
 
-    def __init__(self, cache: bool = True, amortize: bool = True, min_sample_ms: float = 1.0):
+    def __init__(self, cache: bool = True, amortize: bool = True, min_sample_ms: float = 1.0, clock: str = "auto"):
+        from profilers.protocol import resolve_clock
+
         if float(min_sample_ms) <= 0:
             raise ValueError(f"min_sample_ms must be > 0, got {min_sample_ms}")
+        resolve_clock(clock, 1)  # a bad name is refused here
+        self.clock = clock
         self.cache = option_flag(cache)
         self.amortize = option_flag(amortize)
         self.min_sample_ms = float(min_sample_ms)
@@ -106,16 +114,22 @@ class ExecuTorchBackend(Backend):
 
     def measure(self, fn: Callable[[], Any], config: ProtocolConfig) -> LatencyStats:
         """Amortised samples (N calls / N) under the shared protocol; N is in :meth:`measurement_meta`."""
-        from profilers.protocol import amortized, measure
+        from profilers.protocol import AmortizedCall, ThreadCpuCall, amortized, measure, measure_cpu, resolve_clock
 
+        cpu = resolve_clock(self.clock, config.threads) == "cpu"
         if not self.amortize:
-            self._last_meta = {"calls_per_sample": 1}
-            return measure(fn, config)
-        for _ in range(max(1, config.warmup_runs)):  # first calls are slow (allocations): probe after them
-            fn()
-        sample = amortized(fn, self.min_sample_ms)
-        self._last_meta = {"calls_per_sample": sample.calls}
-        return measure(sample, config, self_timed=True)
+            calls = 1
+        else:
+            for _ in range(max(1, config.warmup_runs)):  # first calls are slow (allocations): probe after them
+                fn()
+            calls = amortized(fn, self.min_sample_ms).calls
+        if cpu:
+            stats, used = measure_cpu(ThreadCpuCall(fn, calls), config)
+        else:
+            timed = AmortizedCall(fn, calls) if self.amortize else None
+            stats, used = (measure(timed, config, self_timed=True) if timed else measure(fn, config)), "wall"
+        self._last_meta = {"calls_per_sample": calls, "clock": used}
+        return stats
 
     def measurement_meta(self) -> dict[str, Any]:
         return dict(self._last_meta)

@@ -10,6 +10,13 @@ EP, input and outputs are bound on the GPU (I/O binding) so copies are not timed
 option ``cuda_graph=True`` turns on the CUDA EP's ``enable_cuda_graph`` (ORT
 captures the session's kernels once and replays them; outputs are then
 pre-allocated at fixed device addresses, as ORT requires).
+
+Clock (CPU EP): option ``clock`` is ``auto`` (default: the calling thread's
+CPU time with one intra-op thread, else wall time), ``cpu`` or ``wall``. With
+one thread ORT runs the graph on the calling thread, so its CPU time is the
+run's latency without the time slices other tenants of a shared host took
+(:class:`profilers.protocol.ThreadCpuCall`); the clock used is stored in
+each measurement's ``meta``.
 """
 from __future__ import annotations
 
@@ -35,9 +42,10 @@ class OnnxArtifact:
 class OnnxRuntimeBackend(Backend):
     description = "ONNX Runtime, CPU execution provider (option provider='cuda' for the CUDA EP)"
     requires = "onnxruntime, onnx"
-    agent_options = frozenset({"provider", "exporter", "opset"})  # what an agent client may set
+    agent_options = frozenset({"provider", "exporter", "opset", "clock"})  # what an agent client may set
 
-    def __init__(self, provider: str = "cpu", exporter: str = "auto", opset: int | None = None, cuda_graph: bool = False):
+    def __init__(self, provider: str = "cpu", exporter: str = "auto", opset: int | None = None, cuda_graph: bool = False,
+                 clock: str = "auto"):
         if provider not in PROVIDERS:
             raise ValueError(f"unknown ONNX Runtime provider {provider!r} (known: {', '.join(PROVIDERS)})")
         if isinstance(cuda_graph, str):  # from the CLI: "true"/"false"
@@ -48,6 +56,11 @@ class OnnxRuntimeBackend(Backend):
         self.exporter = exporter
         self.opset = opset
         self.cuda_graph = bool(cuda_graph)
+        from profilers.protocol import resolve_clock
+
+        resolve_clock(clock, 1)  # a bad name is refused here
+        self.clock = clock
+        self._last_meta: dict[str, Any] = {}
 
     def availability(self) -> tuple[bool, str]:
         for lib in ("onnxruntime", "onnx"):
@@ -126,6 +139,22 @@ class OnnxRuntimeBackend(Backend):
         import shutil
 
         shutil.rmtree(artifact.path.parent, ignore_errors=True)
+
+    def measure(self, fn: Callable[[], Any], config: ProtocolConfig):
+        """CPU EP: CPU-time samples with one thread (option ``clock``); the clock used goes in :meth:`measurement_meta`."""
+        from profilers.protocol import ThreadCpuCall, measure, measure_cpu, resolve_clock
+
+        if self.provider != "cpu":
+            return measure(fn, config)
+        if resolve_clock(self.clock, config.threads) == "wall":
+            self._last_meta = {"clock": "wall"}
+            return measure(fn, config)
+        stats, used = measure_cpu(ThreadCpuCall(fn), config)
+        self._last_meta = {"clock": used}
+        return stats
+
+    def measurement_meta(self) -> dict[str, Any]:
+        return dict(self._last_meta)
 
     def prepare(self, module, example, config: ProtocolConfig) -> Callable[[], Any]:
         return self._call(self.session(module, example, config), example.detach().cpu().numpy())
