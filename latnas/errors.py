@@ -47,3 +47,7 @@ class NothingSucceeded(LatnasError):
     """A run whose every item failed (e.g. `profile` where no block could be measured): exit 1, not 2."""
 
     exit_code = 1
+
+
+class ExecutorUnavailable(LatnasError):
+    """An executor whose engine is missing or cannot start (e.g. Ray not installed)."""

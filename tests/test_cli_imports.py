@@ -207,3 +207,10 @@ def test_cli_modules_import_only_light_modules_at_top_level():
             for name in names:
                 ok = name.split(".")[0] in allowed or name == "latnas.errors" or name.startswith("latnas.cli")
                 assert ok, f"{path.name}: top-level import of {name} (import it inside the command)"
+
+
+def test_cli_session_bound_is_the_protocols():
+    from latnas.cli.validate import MAX_SESSIONS
+    from profilers.config import MAX_SESSIONS as PROTOCOL_MAX
+
+    assert MAX_SESSIONS == PROTOCOL_MAX

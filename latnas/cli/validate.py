@@ -17,12 +17,12 @@ import tempfile
 from pathlib import Path
 
 from latnas.errors import DataError
-from profilers.config import MAX_SESSIONS  # noqa: F401 - the protocol's own bound, declared on profile --sessions
 
 # ------------------------------------------------------------------ bounds
 MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_BATCH = 256  # a profiled / exported input batch; beyond it one block's activations exceed a host's memory
 MAX_THREADS = 256
+MAX_SESSIONS = 50  # profilers.config.MAX_SESSIONS (a test keeps them equal; the CLI does not import profilers at start-up)
 MAX_MODELS = 5_000  # random whole models to profile in one run (each is seconds: more is days)
 MAX_LIMIT = 1_000_000
 MAX_EVALS = 20_000  # 100x the default search; one accuracy estimate takes seconds on a CPU

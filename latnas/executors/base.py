@@ -11,17 +11,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from latnas.errors import LatnasError
+from latnas.errors import ExecutorUnavailable, LatnasError  # noqa: F401  (ExecutorUnavailable re-exported)
 from latnas.registry import Registry
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 BatchFn = Callable[[list[Any]], Sequence[Any]]
-
-
-class ExecutorUnavailable(LatnasError):
-    """An executor whose engine is missing or cannot start (e.g. Ray not installed)."""
 
 
 def chunked(items: Sequence[T], batch_size: int) -> list[list[T]]:

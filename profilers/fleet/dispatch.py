@@ -131,7 +131,7 @@ class RayDispatch:
     """
 
     def __init__(self, devices: Sequence[FleetDevice], address: str | None, max_restarts: int = 3):
-        from latnas.executors.ray_executor import ensure_ray, import_ray
+        from profilers.ray_connect import ensure_ray, import_ray
 
         self.ray = ray = import_ray()
         self.started = ensure_ray(address, resources={d.ray_resource: 1.0 for d in devices})
