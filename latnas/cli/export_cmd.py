@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from latnas.export import ExportError, export_model, load_checkpoint
+        from latnas.export.common import check_finite_output
         from latnas.export.pipeline import parse_formats
         from latnas.spaces import get_space
 
@@ -85,6 +86,8 @@ def register(app: typer.Typer) -> None:
             model = load_checkpoint(model, checkpoint)
         model.eval()
         example = torch.randn(batch, *sp.input_shape, generator=torch.Generator().manual_seed(seed))
+        if checkpoint is not None:
+            check_finite_output(model, example, f"checkpoint {checkpoint}")  # before any file is written
         stem = f"{space}_{'fused' if not no_fuse else 'unfused'}"
         meta = {
             "space": space,

@@ -113,6 +113,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         from latnas.reparam import reparameterize_model
 
         model = reparameterize_model(model, inplace=True)
+    _check_tensors(model, obj, path)
     try:
         model.load_state_dict(obj, strict=True)
     except RuntimeError as exc:
@@ -122,6 +123,23 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
             f"{', shape mismatch' if not (missing or unexpected) else ''})"
         ) from None
     return model
+
+
+def _check_tensors(model: nn.Module, state: dict, path: Path) -> None:
+    """NaN/inf weights, or integer tensors where the model has floats (or the reverse), are refused before loading."""
+    have = model.state_dict()
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ExportError(f"checkpoint {path}: tensor {key} holds NaN or inf")
+        if key in have and value.is_floating_point() != have[key].is_floating_point():
+            raise ExportError(f"checkpoint {path}: tensor {key} is {value.dtype}, the model's is {have[key].dtype}")
+
+
+@torch.no_grad()
+def check_finite_output(model: nn.Module, example: torch.Tensor, what: str) -> None:
+    """Refuse, before anything is written, a model (e.g. with a checkpoint's huge weights) whose output is NaN/inf."""
+    if not bool(torch.isfinite(model(example)).all()):
+        raise ExportError(f"{what}: the model's output on the parity input is NaN or inf (weights too large?)")
 
 
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[int, int]:

@@ -23,6 +23,8 @@ Every failure is a one-line :class:`DataError`.
 from __future__ import annotations
 
 import logging
+import stat
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +39,8 @@ from latnas.spaces import SearchSpace, get_space
 log = logging.getLogger(__name__)
 
 MAX_DEFAULT_RESOLUTION = 32  # default cap for the digits stand-in on large-input spaces
+MAX_IMAGE_PIXELS = 50_000_000  # one image's pixels (a 50 MP photo); a larger header is a decompression bomb
+MAX_CIFAR_BYTES = 1 << 30  # one CIFAR binary file (CIFAR-100's train.bin is 154 MB)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -131,7 +135,12 @@ def _read_image(path: Path, resolution: int) -> np.ndarray:
         Image = None
     try:
         if Image is not None:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():  # Pillow's bomb warning becomes an error, not a stderr line
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(path)
+            with im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:  # from the header, before any pixel is decoded
+                    raise ValueError(f"{im.width} x {im.height} pixels is over the limit of {MAX_IMAGE_PIXELS}")
                 im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.float32) / 255.0
         else:
@@ -153,16 +162,22 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _folder_files(root: Path, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """Image files of each class folder; a class folder that is missing or holds no images is an error."""
     files: list[Path] = []
     labels: list[int] = []
+    extra = sorted(set(p.name for p in _class_dirs(root)) - set(classes))
+    if extra:
+        raise DataError(f"{root / extra[0]} is not a class of the training folders ({', '.join(classes[:5])}"
+                        f"{', ...' if len(classes) > 5 else ''})")
     for label, name in enumerate(classes):
         d = root / name
         if not d.is_dir():
-            continue
-        for f in sorted(d.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
+            raise DataError(f"{root} has no folder for class {name!r}")
+        found = [f for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if not found:
+            raise DataError(f"class folder {d} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        files += found
+        labels += [label] * len(found)
     return files, labels
 
 
@@ -213,6 +228,14 @@ def _read_cifar_bin(files: Sequence[Path], label_bytes: int, label_index: int) -
     record = label_bytes + CIFAR_PIXELS
     xs, ys = [], []
     for f in files:
+        try:
+            st = f.stat()
+        except OSError as exc:
+            raise DataError(f"cannot read {f}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{f} is not a regular file")
+        if st.st_size > MAX_CIFAR_BYTES:
+            raise DataError(f"{f} is {st.st_size} bytes; a CIFAR binary file is at most {MAX_CIFAR_BYTES}")
         raw = np.fromfile(f, dtype=np.uint8)
         if raw.size == 0 or raw.size % record:
             raise DataError(f"{f} is not a CIFAR binary file ({raw.size} bytes is not a multiple of {record})")
@@ -238,6 +261,8 @@ def _cifar_binary(root: Path, n_train: int, n_val: int, seed: int, channels: int
         xt, yt = _read_cifar_bin([root / "train.bin"], 2, 1)
         xv, yv = _read_cifar_bin([test], 2, 1)
         num_classes, name = 100, "cifar100"
+    if len(yt) < 2:
+        raise DataError(f"{root}: {len(yt)} training image(s); need at least 2")
     if yt.max(initial=0) >= num_classes or yv.max(initial=0) >= num_classes:
         raise DataError(f"{root}: labels out of range for {name}; is this the right binary format?")
     tr = _subsample(len(yt), n_train, seed)

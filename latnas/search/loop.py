@@ -136,7 +136,7 @@ def build_problem(job: SearchJob, space: SearchSpace, objective: LatencyTable, b
 
     name = score_name(job)
     data = None
-    if name not in DATA_FREE_SCORERS:
+    if name not in DATA_FREE_SCORERS or job.data is not None:  # a given --data is read (and checked), never ignored
         from latnas.search.data import load_data
 
         data = load_data(job.data, space=space, n_train=job.n_train, n_val=job.n_val, seed=job.seed,
