@@ -31,6 +31,8 @@ _PUBLIC: dict[str, str] = {
     "flops_table": "latnas.latency_table",
     "get_op": "latnas.opdef",
     "get_space": "latnas.spaces",
+    "latency_fn": "latnas.any_model",
+    "predict_latency": "latnas.any_model",
     "register_op": "latnas.opdef",
     "register_space": "latnas.spaces",
     "reparameterize_model": "latnas.reparam",
@@ -44,6 +46,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover  (static tools see the eager form)
+    from latnas.any_model import latency_fn, predict_latency
     from latnas.blocks import DiverseBranchBlock
     from latnas.errors import LatnasError
     from latnas.features import BlockCost, block_cost

@@ -10,6 +10,7 @@ from __future__ import annotations
 from latnas.errors import PredictorFileError
 from latnas.registry import Registry
 from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest
+from predictors.kernel_model import KernelPredictor
 from predictors.models import FlopsLinear, OneHotRidge, ParamsLinear, XGBLatencyPredictor
 from predictors.transfer import TransferPredictor
 
@@ -27,10 +28,14 @@ BLOCK_PREDICTORS: Registry[type] = Registry("block predictor")
 BLOCK_PREDICTORS.register("rf", PerOpRandomForest)
 BLOCK_PREDICTORS.register("lut", LookupTableSum)
 
+#: kernel-level predictors: fit(kernels, kernel_ms), any ONNX model (`latnas train --kernels`)
+KERNEL_PREDICTORS: Registry[type] = Registry("kernel predictor")
+KERNEL_PREDICTORS.register("kernels", KernelPredictor)
+
 
 def registered_name(model) -> tuple[str, str]:
     """``(level, name)`` under which ``type(model)`` is registered ("arch" or "block")."""
-    for level, reg in (("arch", PREDICTORS), ("block", BLOCK_PREDICTORS)):
+    for level, reg in (("arch", PREDICTORS), ("block", BLOCK_PREDICTORS), ("kernel", KERNEL_PREDICTORS)):
         for name in reg.names():
             if reg.get(name) is type(model):
                 return level, name
@@ -39,10 +44,10 @@ def registered_name(model) -> tuple[str, str]:
 
 def predictor_class(level: str, name: object) -> type:
     """The class registered as ``name`` at ``level``; one-line error for unknown names."""
-    reg = {"arch": PREDICTORS, "block": BLOCK_PREDICTORS}.get(str(level))
+    reg = {"arch": PREDICTORS, "block": BLOCK_PREDICTORS, "kernel": KERNEL_PREDICTORS}.get(str(level))
     if reg is None or not isinstance(name, str) or name not in reg:
         raise PredictorFileError(f"unknown {level} predictor type {str(name)[:60]!r}")
     return reg.get(name)
 
 
-__all__ = ["PREDICTORS", "BLOCK_PREDICTORS", "BlockSumPredictor", "registered_name", "predictor_class"]
+__all__ = ["PREDICTORS", "BLOCK_PREDICTORS", "KERNEL_PREDICTORS", "BlockSumPredictor", "registered_name", "predictor_class"]

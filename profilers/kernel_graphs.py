@@ -109,7 +109,7 @@ def kernel_onnx(k: Kernel, seed: int = 0) -> tuple[bytes, tuple[int, ...]]:
         y = b.op("GlobalAveragePool", [x])
     elif op in ("add", "mul"):
         shape = (1, k.cin, k.h, k.w)
-        other = {"broadcast": (1, k.cin, 1, 1), "scalar": (k.cin, 1, 1)}.get(k.variant, shape)
+        other = {"broadcast": (1, k.cin, 1, 1), "scalar": (1,)}.get(k.variant, shape)  # a weight: timed as a 2nd input
         y = b.op("Add" if op == "add" else "Mul", [x, b.weight(other)])
     elif op == "act":
         shape = (1, k.cin, k.h, k.w)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from latnas.errors import BackendUnavailable
+from latnas.errors import BackendUnavailable, LatnasError
 from latnas.kernels.records import ACTIVATIONS, Kernel, kernel_features
 from profilers.base import Backend, ProtocolConfig
 from profilers.fingerprint import device_fingerprint
@@ -37,6 +37,9 @@ ADAPTIVE_SHARE = 0.25  # extra configs in the adaptive round, as a share of the 
 #: a lighter protocol for kernels: µs-scale items settle fast, and there are a thousand of them
 KERNEL_CONFIG = ProtocolConfig(warmup_runs=5, warmup_seconds=0.02, min_repeats=20, max_repeats=200, max_seconds=0.4,
                                sessions=2, extra_sessions=1, session_agree=0.05)
+#: one short session per kernel: smoke tests and a first look (`latnas kernels profile --quick`)
+QUICK_KERNEL_CONFIG = ProtocolConfig(warmup_runs=2, warmup_seconds=0.005, min_repeats=5, max_repeats=40, max_seconds=0.05,
+                                     sessions=1, extra_sessions=0, session_agree=0.2)
 CONV_ACTS = ("none", "relu", "relu6", "hswish", "hsigmoid", "sigmoid", "swish")
 ELEM_ACTS = ("relu", "relu6", "hswish", "hsigmoid", "sigmoid", "swish", "gelu")
 
@@ -85,16 +88,17 @@ def sample_kernel(op: str, rng) -> Kernel:
         return Kernel("pool", cin=c, cout=c, kernel=k, stride=s, h=h, w=h, ho=(h + 2 * ((k - 1) // 2) - k) // s + 1,
                       wo=(h + 2 * ((k - 1) // 2) - k) // s + 1, variant=str(rng.choice(["max", "ave"])))
     if op == "gap":
-        return Kernel("gap", cin=c * int(rng.choice([1, 4, 6])), cout=c, h=h, w=h)
+        c = c * int(rng.choice([1, 4, 6]))
+        return Kernel("gap", cin=c, cout=c, h=h, w=h)
     c = c * int(rng.choice([1, 1, 2, 4, 6]))
     if op in ("add", "mul"):
         variant = str(rng.choice(["same", "broadcast", "scalar"]))
-        return Kernel(op, cin=c, cout=c, h=h, w=h, ho=h, wo=h, inputs=1 if variant == "scalar" else 2, variant=variant)
+        return Kernel(op, cin=c, cout=c, h=h, w=h, ho=h, wo=h, inputs=2, variant=variant)
     if op == "act":
         return Kernel("act", cin=c, cout=c, h=h, w=h, ho=h, wo=h, variant=str(rng.choice(ELEM_ACTS)))
     if op == "concat":
         n = int(rng.choice([2, 2, 3, 4]))
-        return Kernel("concat", cin=c * n // 2, cout=c * n // 2, h=h, w=h, ho=h, wo=h, inputs=n)
+        return Kernel("concat", cin=c // 2 * n, cout=c // 2 * n, h=h, w=h, ho=h, wo=h, inputs=n)
     if op == "slice":
         return Kernel("slice", cin=c, cout=max(c // int(rng.choice([2, 4])), 1), h=h, w=h, ho=h, wo=h)
     if op == "transpose":
@@ -119,6 +123,8 @@ def neighbour(k: Kernel, rng) -> Kernel:
     elif k.op not in ("conv", "dwconv"):
         n.cin = max(_r8(k.cin * f), 1)
         n.cout = n.cin if k.cout == k.cin else max(_r8(k.cout * f), 1)
+        if k.op == "concat":  # equal parts per input
+            n.cin = n.cout = max(n.cin - n.cin % k.inputs, k.inputs)
     if k.h > 1 and k.op not in ("fc", "layernorm"):
         n.h = n.w = max(int(round(k.h * g)), 2)
         if k.op in ("conv", "dwconv"):
@@ -126,7 +132,9 @@ def neighbour(k: Kernel, rng) -> Kernel:
         elif k.op == "pool":
             n.ho = n.wo = (n.h + 2 * ((k.kernel - 1) // 2) - k.kernel) // k.stride + 1
         else:
-            n.ho = n.wo = n.h
+            n.ho = n.wo = 1 if k.op == "gap" else n.h
+    if k.op == "slice":
+        n.cout = min(n.cout, n.cin)
     return n
 
 
@@ -224,7 +232,7 @@ def _adaptive(kernels: list[Kernel], ms: dict[str, float], n_new: int, rng) -> l
     rf = RandomForestRegressor(n_estimators=40, min_samples_leaf=1, oob_score=True, random_state=0, n_jobs=1)
     rf.fit(kernel_features(have), y)
     err = np.abs(np.nan_to_num(rf.oob_prediction_ - y))
-    worst = np.argsort(-err)[: max(n_new // 2, 1)]
+    worst = np.argsort(-err)[: max((n_new + 1) // 2, 1)]
     return [neighbour(have[i], rng) for i in worst for _ in range(2)][:n_new]
 
 
@@ -237,8 +245,11 @@ def profile_kernels(backend: Backend, store, config: ProtocolConfig = KERNEL_CON
     ops = list(ops or SAMPLES)
     first = {op: [sample_kernel(op, rng) for _ in range(max(int(SAMPLES[op] * scale), 4))] for op in ops}
     say(f"round 1: {sum(map(len, first.values()))} kernel configs over {len(ops)} types")
-    runs = [measure_onnx_items(backend, [kernel_item(k) for ks in first.values() for k in ks], store, config,
-                               "kernel", wait=wait, say=say)]
+    runs = []
+    for op, ks in first.items():  # one bounded lock hold per type: other runs on the machine get their turn
+        runs.append(measure_onnx_items(backend, [kernel_item(k) for k in ks], store, config, "kernel", wait=wait, say=say))
+        say(f"  {op}: {runs[-1].done} measured, {runs[-1].skipped} already stored, {len(runs[-1].failures)} failed"
+            f" ({runs[-1].wall_s:.0f} s)")
     if not adaptive:
         return runs
     ms = _stored_medians(store, backend.name, runs[0].fingerprint)
@@ -255,11 +266,16 @@ def _stored_medians(store, backend: str, fp: str) -> dict[str, float]:
 def profile_onnx_file(backend: Backend, path: str | Path, store, config: ProtocolConfig, force: bool = False,
                       wait: bool = True, say: Callable[[str], None] = lambda s: None) -> KernelRun:
     """Time a whole ONNX file (one static input) and store it as kind ``model``, key = file name without ``.onnx``."""
-    from latnas.kernels.graph import load_onnx, model_input_shape
+    from latnas.kernels.graph import detect_kernels, load_onnx, model_input_shape
 
     path = Path(path)
     model = load_onnx(path)
     shape = model_input_shape(model)
     key = path.name[:-5] if path.name.endswith(".onnx") else path.name
-    item = OnnxItem(key, {"onnx": path.name, "input_shape": list(shape)}, model.SerializeToString(), shape)
+    spec = {"onnx": path.name, "input_shape": list(shape)}
+    try:  # the kernels, so `latnas train --kernels` can fit the whole-model correction on this model
+        spec["kernels"] = [{k: v for k, v in kn.to_dict().items() if k != "nodes"} for kn in detect_kernels(model, backend.name)]
+    except LatnasError as exc:  # an op outside the kernel set: still measured, not used for the correction
+        spec["kernels_error"] = str(exc)
+    item = OnnxItem(key, spec, model.SerializeToString(), shape)
     return measure_onnx_items(backend, [item], store, config, "model", force=force, wait=wait, say=say)

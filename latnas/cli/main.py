@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "latnas.cli.export_cmd",
     "latnas.cli.search_cmd",
     "latnas.cli.demo_cmd",
+    "latnas.cli.kernels_cmd",
 )
 
 app = typer.Typer(

@@ -5,6 +5,8 @@
     latnas train --store profiles.db --backend onnxruntime [--space fbnet] -o MODEL [--stat median_ms|min_ms]
     latnas eval MODEL --table PATH --target COLUMN [--exclude-train] [--json] [--plots DIR] [--arch-column NAME]
     latnas predict MODEL (--arch DIGITS | --archs FILE | --table PATH [--arch-column NAME])
+    latnas train --store profiles.db --backend onnxruntime --kernels -o KP      (any model: docs/any_model.md)
+    latnas predict KP --onnx model.onnx [--json] [--breakdown]
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def train(
     correction: str = typer.Option("linear", "--correction", help="linear | isotonic | none: block-sum correction (with --store)"),
     stat: str = typer.Option("median_ms", "--stat", help="median_ms | min_ms: profile statistic to learn (with --store)"),
     n_estimators: Optional[int] = typer.Option(None, "--n-estimators", min=1, max=MAX_ESTIMATORS, help="max trees (xgb) / trees per forest (rf)"),
+    kernels: bool = typer.Option(False, "--kernels", help="kernel-level predictor for any ONNX model (with --store; docs/any_model.md)"),
 ) -> None:
     """Train a latency predictor from a latency table or from a profile store."""
     from predictors.models import space_of
@@ -63,6 +66,10 @@ def train(
 
     space_of(space)  # unknown space -> one-line error
     check_output(output, "-o", kind="dir")  # before any training
+    if kernels:  # one model per kernel type (latnas/cli/kernels_cmd.py)
+        from latnas.cli.kernels_cmd import train_kernels
+
+        return train_kernels(store, backend, fingerprint, output, n_estimators, table)
     sources = split_names(transfer_from, "--transfer-from") if transfer_from is not None else None
     if store is not None:
         if table is not None:
@@ -149,15 +156,23 @@ def predict(
     archs: Optional[Path] = typer.Option(None, "--archs", help="file with one arch per line"),
     table: Optional[Path] = typer.Option(None, "--table", help="CSV whose arch column to predict"),
     arch_column: Optional[str] = typer.Option(None, "--arch-column", help=ARCH_COLUMN_HELP),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="any ONNX model, with a kernel predictor (train --kernels)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="with --onnx: backend asked for (checked against the predictor)"),
+    as_json: bool = typer.Option(False, "--json", help="with --onnx: one JSON object"),
+    breakdown: bool = typer.Option(False, "--breakdown", help="with --onnx: every kernel's predicted ms"),
 ) -> None:
-    """Predict latency (ms) of archs; prints `arch<TAB>ms` per arch."""
+    """Predict latency (ms) of archs; prints `arch<TAB>ms` per arch (`--onnx`: of any ONNX model)."""
     import numpy as np
 
     from predictors.models import space_of
     from predictors.persistence import load_predictor
 
-    if sum(x is not None for x in (arch, archs, table)) != 1:
-        raise DataError("give exactly one of --arch, --archs or --table")
+    if sum(x is not None for x in (arch, archs, table, onnx)) != 1:
+        raise DataError("give exactly one of --arch, --archs, --table or --onnx")
+    if onnx is not None:  # latnas/cli/kernels_cmd.py
+        from latnas.cli.kernels_cmd import predict_onnx
+
+        return predict_onnx(model_dir, onnx, backend, as_json, breakdown)
     est, meta = load_predictor(model_dir)
     sp = space_of(meta["space"])
     if table is not None:

@@ -95,6 +95,7 @@ def profile(
     executor: str = typer.Option("local", "--executor", help="local | ray: ray runs each device as a Ray actor (pip install 'latnas[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
     fleet: Optional[Path] = typer.Option(None, "--fleet", help="JSON file of devices profiled at once (docs/scale.md)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Measure this whole ONNX file instead (kind `model`, key = file name)."),
 ) -> None:
     """Profile a space's unique blocks (default) or random whole models into a store; resumes.
 
@@ -116,6 +117,10 @@ def profile(
     check_output(store, "--store", kind="file")
     check_executor_options(executor, ray_address, fleet=fleet)
     config = _config(quick, threads, sessions)
+    if onnx is not None:  # any model, not a space's (docs/any_model.md)
+        from latnas.cli.kernels_cmd import profile_onnx
+
+        return profile_onnx(onnx, backend, store, config, force, wait)
     if fleet is None and executor == "local":
         check_threads(threads, backend)  # before any work (validate.py)
     the_space = get_space(space, batch=batch)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from latnas.errors import DataError, ShapeError, UnknownNameError
 from latnas.kernels.records import Kernel
 from latnas.kernels.rules import FusionRules, rules_for
@@ -23,6 +25,14 @@ def load_onnx(source: Any):
 
     if isinstance(source, onnx.ModelProto):
         return source
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            model = onnx.load_from_string(bytes(source))
+        except Exception as exc:
+            raise DataError(f"the bytes are not an ONNX model ({type(exc).__name__})") from None
+        if not model.graph.node:
+            raise DataError("the bytes are not an ONNX model (no graph nodes)")
+        return model
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{path}: no such ONNX file")
@@ -216,9 +226,10 @@ def _kernel_of(g: _Graph, n) -> Kernel | None:
     if op in ELEMENTWISE:
         y = g.shape(n.output[0])
         c, h, w = _chw(y)
-        dyn = [i for i in n.input if i not in g.const]
-        variant = "scalar" if len(dyn) == 1 else ("same" if all(g.shape(i) == y for i in dyn) else "broadcast")
-        return Kernel(ELEMENTWISE[op], cin=c, cout=c, h=h, w=w, ho=h, wo=w, inputs=len(dyn), variant=variant,
+        shapes = [g.shapes.get(i) or [] for i in n.input if i]
+        sizes = [int(np.prod(s)) if all(isinstance(d, int) for d in s) else 1 for s in shapes]
+        variant = "same" if all(s == y for s in shapes) else ("scalar" if min(sizes) == 1 else "broadcast")
+        return Kernel(ELEMENTWISE[op], cin=c, cout=c, h=h, w=w, ho=h, wo=w, inputs=len(shapes), variant=variant,
                       nodes=[n.name])
     if op in STANDALONE_ACTS:
         c, h, w = _chw(g.shape(n.output[0]))
@@ -229,7 +240,7 @@ def _kernel_of(g: _Graph, n) -> Kernel | None:
                 g.used.add(id(mul)); k.nodes.append(mul.name); k.variant = "swish"
         return k
     if op == "Concat":
-        ins = [i for i in n.input if i not in g.const]
+        ins = [i for i in n.input if i]  # a constant operand is copied like any other
         c, h, w = _chw(g.shape(n.output[0]))
         return Kernel("concat", cin=c, cout=c, h=h, w=w, ho=h, wo=w, inputs=len(ins), nodes=[n.name])
     if op in ("Slice", "Split"):

@@ -9,9 +9,12 @@ import numpy as np
 #: activations a kernel may carry fused (index = feature value)
 ACTIVATIONS = ("none", "relu", "relu6", "hswish", "hsigmoid", "sigmoid", "swish", "gelu", "tanh", "leakyrelu")
 
+#: op details (``Kernel.variant``), index = feature value: operand shapes, pool kind, an act kernel's activation
+VARIANTS = ("", "same", "broadcast", "scalar", "max", "ave", "0231", "0312", "erf", "softmax", *ACTIVATIONS[1:])
+
 #: numeric features of every kernel, in order
 KERNEL_FEATURES = ("cin", "cout", "kernel", "stride", "groups", "h", "w", "ho", "wo", "act", "residual", "inputs",
-                   "log_flops", "log_in", "log_out", "log_params")
+                   "log_flops", "log_in", "log_out", "log_params", "variant")
 
 
 @dataclass
@@ -75,8 +78,9 @@ def kernel_features(kernels: list[Kernel]) -> np.ndarray:
     rows = []
     for k in kernels:
         act = ACTIVATIONS.index(k.act) if k.act in ACTIVATIONS else len(ACTIVATIONS)
+        variant = VARIANTS.index(k.variant) if k.variant in VARIANTS else len(VARIANTS)
         inp = float(k.h * k.w * k.cin * max(k.inputs, 1))
         out = float(k.ho * k.wo * k.cout)
         rows.append([k.cin, k.cout, k.kernel, k.stride, k.groups, k.h, k.w, k.ho, k.wo, act, k.residual, k.inputs,
-                     np.log1p(k.flops), np.log1p(inp), np.log1p(out), np.log1p(k.params)])
+                     np.log1p(k.flops), np.log1p(inp), np.log1p(out), np.log1p(k.params), variant])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(KERNEL_FEATURES))
