@@ -99,7 +99,7 @@ def _put(store, key, kind, spec, ms, fp="f00d"):
     store.put(Measurement(key, kind, "onnxruntime", fp, 1, stats, spec, 1.0))
 
 
-def toy_store(path, models=()):
+def toy_store(path, models=(), per_type: int = 30):
     """Kernel rows for every sampled type (toy latencies) plus whole-model rows with their kernels."""
     from profilers.store import ProfileStore
 
@@ -107,7 +107,7 @@ def toy_store(path, models=()):
     with ProfileStore(path) as store:
         store.use_device("f00d", {"cpu": "toy"})
         for op in SAMPLES:
-            for _ in range(30):
+            for _ in range(per_type):
                 k = sample_kernel(op, rng)
                 spec = {f: v for f, v in k.to_dict().items() if f != "nodes"}
                 _put(store, f"kernel:{k.signature()}", "kernel", spec, _toy_ms(k))
@@ -140,7 +140,8 @@ def test_train_kernels_and_predict_onnx_end_to_end(tmp_path, capsys, tiny_onnx):
     ks = detect_kernels(tiny_onnx)
     truth = sum(_toy_ms(k) for k in ks)
     db = toy_store(tmp_path / "toy.db")
-    rc, cap = _cli(["train", "--store", db, "--backend", "onnxruntime", "--kernels", "-o", tmp_path / "kp"], capsys)
+    rc, cap = _cli(["train", "--store", db, "--backend", "onnxruntime", "--kernels", "-o", tmp_path / "kp",
+                    "--n-estimators", "20"], capsys)
     assert rc == 0, cap.err
     summary = json.loads(cap.out)
     assert 29 * len(SAMPLES) <= summary["kernels"] <= 30 * len(SAMPLES)  # a few draws repeat a signature
@@ -176,7 +177,8 @@ def test_train_kernels_fits_the_whole_model_correction(tmp_path, capsys, tiny_on
         ks = [sample_kernel(op, rng) for op in rng.choice(list(SAMPLES), size=8)]
         models.append((f"m{i}", ks, 1.5 * sum(_toy_ms(k) for k in ks) + 0.1))
     db = toy_store(tmp_path / "toy.db", models)
-    rc, cap = _cli(["train", "--store", db, "--backend", "onnxruntime", "--kernels", "-o", tmp_path / "kp"], capsys)
+    rc, cap = _cli(["train", "--store", db, "--backend", "onnxruntime", "--kernels", "-o", tmp_path / "kp",
+                    "--n-estimators", "10"], capsys)
     assert rc == 0 and json.loads(cap.out)["correction_models"] == 6
     rc, cap = _cli(["predict", tmp_path / "kp", "--onnx", tiny_onnx, "--json"], capsys)
     out = json.loads(cap.out)
