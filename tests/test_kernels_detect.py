@@ -163,3 +163,20 @@ def test_module_that_does_not_export_is_one_line():
     with pytest.raises(LatnasError) as err:  # shape mismatch inside the module: the exporters' one-line failure
         model_kernels(nn.Linear(12, 7), torch.randn(1, 5))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow  # times 17 small graphs (~10 s)
+def test_fusions_detected_by_timing_pairs(monkeypatch, tmp_path):
+    """ORT CPU fuses Relu into a conv (its FusedConv): the pair costs about the conv alone."""
+    pytest.importorskip("onnxruntime")
+    from latnas.kernels import FusionRules
+    from profilers.kernel_fusion import CANDIDATE_ACTS, detect_fusions
+    from profilers.runner import get_backend
+
+    monkeypatch.setenv("LATNAS_LOCK_DIR", str(tmp_path / "locks"))
+    rep = detect_fusions(get_backend("onnxruntime"))
+    assert isinstance(rep.rules, FusionRules)
+    assert set(rep.verdicts) == {"conv+add", *(f"conv+{a}" for a in CANDIDATE_ACTS.values())}
+    assert all(v > 0 for v in rep.medians.values())
+    assert rep.verdicts["conv+relu"] and rep.rules.activations.get("Relu") == "relu"
+    assert rep.rules.fuse_add == rep.verdicts["conv+add"]

@@ -2,6 +2,7 @@
 
     latnas kernels profile --backend onnxruntime --store kernels.db [--scale 1.0] [--types conv,dwconv] [--no-adaptive]
     latnas kernels detect model.onnx [--backend onnxruntime] [--json]
+    latnas kernels fusions [--backend onnxruntime] [--quick]      (time pairs against their parts)
 
 Also the kernel halves of `latnas train --kernels`, `latnas predict --onnx` and
 `latnas profile --onnx` (those commands call :func:`train_kernels`,
@@ -78,6 +79,28 @@ def detect(
         else:
             typer.echo(f"{k.op:10s} cin={k.cin} cout={k.cout} k={k.kernel} s={k.stride} g={k.groups} "
                        f"{k.h}x{k.w}->{k.ho}x{k.wo} act={k.act}{' +res' if k.residual else ''} {k.variant}".rstrip())
+
+
+@kernels_app.command("fusions")
+def fusions(
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime backend to time on."),
+    threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="Intra-op threads, pinned while timing."),
+    quick: bool = typer.Option(False, "--quick", help="One short session per graph."),
+) -> None:
+    """Detect which ops the backend fuses into a conv: time each pair against its parts (JSON)."""
+    from profilers.kernel_fusion import detect_fusions
+    from profilers.kernels import KERNEL_CONFIG, QUICK_KERNEL_CONFIG, require_onnx_backend
+    from profilers.lock import profiling_lock
+    from profilers.runner import get_backend
+
+    bk = require_onnx_backend(get_backend(backend))
+    say = lambda text: typer.echo(text, err=True)  # noqa: E731
+    with profiling_lock(wait=True, notify=say):
+        rep = detect_fusions(bk, replace(QUICK_KERNEL_CONFIG if quick else KERNEL_CONFIG, threads=threads), say=say)
+    r = rep.rules
+    typer.echo(json.dumps({"backend": bk.name, "rules": {"activations": r.activations, "fuse_bn": r.fuse_bn,
+                                                         "fuse_add": r.fuse_add, "fuse_act_after_add": r.fuse_act_after_add},
+                           "fused": rep.verdicts, "medians_ms": {k: round(v, 5) for k, v in rep.medians.items()}}))
 
 
 def register(app: typer.Typer) -> None:
