@@ -212,3 +212,17 @@ def test_real_kernels_profile_train_predict_measure(tmp_path, capsys, tiny_onnx)
     rc, cap = _cli(["predict", tmp_path / "kp", "--onnx", tiny_onnx, "--json"], capsys)
     pred = json.loads(cap.out)["predicted_ms"]
     assert measured["median_ms"] / 3 < pred < measured["median_ms"] * 3
+
+
+def test_profile_onnx_refuses_bad_files_before_the_store(tmp_path, capsys):
+    from onnx import TensorProto, helper, save
+
+    node = helper.make_node("Add", ["a", "b"], ["y"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"\x00junk" * 40)
+    for name, msg in (("two.onnx", "2 inputs"), ("junk.onnx", "not an ONNX model"), ("absent.onnx", "does not exist")):
+        rc, cap = _cli(["profile", "--onnx", tmp_path / name, "--backend", "onnxruntime", "--store", tmp_path / "p.db"], capsys)
+        assert rc == 2 and msg in cap.err and cap.err.count("\n") == 1, cap.err
+    assert not (tmp_path / "p.db").exists()
