@@ -167,6 +167,8 @@ def test_train_kernels_and_predict_onnx_end_to_end(tmp_path, capsys, tiny_onnx):
     assert rc == 2 and "not an ONNX model" in cap.err
     rc, cap = _cli(["predict", tmp_path / "kp", "--onnx", tiny_onnx, "--arch", "0" * 22], capsys)
     assert rc == 2 and "exactly one" in cap.err
+    rc, cap = _cli(["predict", tmp_path / "kp", "--arch", "0" * 22], capsys)
+    assert rc == 2 and "kernel predictor" in cap.err and "--onnx" in cap.err
 
 
 def test_train_kernels_fits_the_whole_model_correction(tmp_path, capsys, tiny_onnx):

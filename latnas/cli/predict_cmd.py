@@ -174,6 +174,8 @@ def predict(
 
         return predict_onnx(model_dir, onnx, backend, as_json, breakdown)
     est, meta = load_predictor(model_dir)
+    if meta.get("level") == "kernel":
+        raise DataError(f"{model_dir} is a kernel predictor (any model): predict an ONNX file with --onnx")
     sp = space_of(meta["space"])
     if table is not None:
         from predictors.data import load_arch_table
