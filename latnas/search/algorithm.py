@@ -31,7 +31,7 @@ from latnas.search.base import SearchResult
 from latnas.search.checkpoint import Checkpointer
 from latnas.search.options import options_from
 from latnas.search.problem import ArchEvaluator, SearchProblem
-from latnas.spaces.base import Arch
+from latnas.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,13 @@ class Algorithm:
     def n_evals(self) -> int:
         assert self.termination is not None
         return int(self.termination.n_evals)
+
+    def run_state(self) -> tuple[SearchProblem, SearchSpace, Any, ArchEvaluator, Checkpointer | None]:
+        """(problem, space, latency table, evaluator, checkpointer): what most ``_steps`` start from."""
+        problem = self.problem
+        assert problem is not None
+        evaluator, ckpt = self.evaluator()
+        return problem, problem.space, problem.latency_table, evaluator, ckpt
 
     def evaluator(self) -> tuple[ArchEvaluator, Checkpointer | None]:
         """A fresh run state for the problem, with stored scores preloaded when resuming."""

@@ -195,9 +195,7 @@ class HourNAS(Algorithm):
         from latnas.search.oneshot.scorer import is_supernet
 
         t0 = time.perf_counter()
-        problem = self.problem
-        space, table = problem.space, problem.latency_table
-        evaluator, ckpt = self.evaluator()
+        problem, space, table, evaluator, ckpt = self.run_state()
         opt = self.options
         oneshot = is_supernet(problem.scorer)
         full = space.allowed_mask()

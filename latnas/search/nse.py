@@ -122,9 +122,7 @@ class NSE(Algorithm):
         from latnas.search.oneshot.scorer import is_supernet
 
         t0 = time.perf_counter()
-        problem = self.problem
-        space, table = problem.space, problem.latency_table
-        evaluator, ckpt = self.evaluator()
+        problem, space, table, evaluator, ckpt = self.run_state()
         opt = self.options
         oneshot = is_supernet(problem.scorer)
         rng = np.random.default_rng(self.seed)
