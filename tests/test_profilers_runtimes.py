@@ -133,7 +133,10 @@ def test_executorch_backend_caches_and_amortises(tmp_path, monkeypatch):
     assert (rerun.programs().hits, rerun.programs().misses) == (1, 0)
     single = ExecuTorchBackend(amortize=False)
     single.measure(fn, QUICK_CONFIG)
-    assert single.measurement_meta() == {"calls_per_sample": 1}
+    assert single.measurement_meta() == {"calls_per_sample": 1, "clock": "cpu"}  # one thread: CPU clock (auto)
+    wall = ExecuTorchBackend(clock="wall")
+    wall.measure(fn, QUICK_CONFIG)
+    assert wall.measurement_meta()["clock"] == "wall" and wall.measurement_meta()["calls_per_sample"] >= 1
 
 
 def test_runner_stores_precision_layout_and_measurement_meta(tmp_path):
