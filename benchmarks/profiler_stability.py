@@ -110,12 +110,14 @@ def compare(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------ two independent runs
-def tables(models: int = 60) -> dict[str, list[str]]:
-    """Table name -> `latnas profile` arguments."""
+def tables(models: int = 60, et_limit: int | None = None) -> dict[str, list[str]]:
+    """Table name -> `latnas profile` arguments (``et_limit``: only the first N blocks for ExecuTorch)."""
+    et = ("executorch blocks", ["--backend", "executorch"]) if not et_limit else (
+        f"executorch blocks (first {et_limit})", ["--backend", "executorch", "--limit", str(et_limit)])
     return {
         "onnxruntime blocks": ["--backend", "onnxruntime"],
         f"onnxruntime models ({models})": ["--backend", "onnxruntime", "--models", str(models)],
-        "executorch blocks": ["--backend", "executorch"],
+        et[0]: et[1],
     }
 
 
@@ -136,7 +138,8 @@ def run_table(folder: Path, run: int, name: str, args: list[str], sessions: int,
     import subprocess
 
     label = table_label(name, clock)
-    store = folder / f"run{run}_{name.split()[0]}_{name.split()[1]}{'' if clock == 'auto' else '_' + clock}.db"
+    slug = "_".join("".join(c if c.isalnum() else " " for c in name).split())
+    store = folder / f"run{run}_{slug}{'' if clock == 'auto' else '_' + clock}.db"
     if clock == "auto":
         cmd = [str(Path(sys.executable).parent / "latnas"), "profile", *args, "--store", str(store), "--no-progress",
                "--sessions", str(sessions)]
@@ -166,7 +169,8 @@ def one_run(store_path: str, clock: str, sessions: int, args: list[str]) -> int:
         if "--models" in opts:
             s = profile_models(backend, space, space.random_archs(int(opts["--models"]), rng=0), store, config, progress=False)
         else:
-            s = profile_blocks(backend, space.unique_blocks(), store, config, progress=False)
+            specs = space.unique_blocks()[: int(opts["--limit"])] if "--limit" in opts else space.unique_blocks()
+            s = profile_blocks(backend, specs, store, config, progress=False)
     print(json.dumps(s.to_dict()))
     return 1 if s.failed else 0
 
@@ -258,7 +262,7 @@ def two_runs(args, console) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "runs.json"
     runs = json.loads(meta.read_text()) if meta.exists() else []
-    all_tables = tables(args.models)
+    all_tables = tables(args.models, args.et_limit)
     chosen = [t for t in all_tables if not args.tables or any(p in t for p in args.tables.split(","))]
     for run in (1, 2):
         for name in chosen:
@@ -298,6 +302,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tables", default="", help="--two-runs: comma list of table name parts (default: all three)")
     ap.add_argument("--gap-s", type=float, default=0.0, help="--two-runs: extra pause between run 1 and run 2")
     ap.add_argument("--models", type=int, default=60, help="--two-runs: whole models in the models table")
+    ap.add_argument("--et-limit", type=int, default=None, help="--two-runs: only the first N blocks for ExecuTorch")
     ap.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"),
                     help="--two-runs: backend clock (auto: `latnas profile` itself, the backend's default)")
     ap.add_argument("--one-run", default=None, metavar="STORE", help=argparse.SUPPRESS)  # internal: one run of --clock
