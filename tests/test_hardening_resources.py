@@ -15,7 +15,7 @@ from test_cli_fuzz import commands, stored  # noqa: F401 - the shared fixture
 
 #: hours of work or GBs of memory (with the command's other defaults)
 ABSURD = {"evals": 1_000_000, "models": 100_000, "threads": 256, "n_train": 1_000_000, "n_val": 1_000_000,
-          "resolution": 1024, "workers": 100_000}
+          "resolution": 1024, "workers": 100_000, "profile_top": 10_000, "n_estimators": 100_000}
 #: bounded by the input itself (the table's rows; a fingerprint's thread count times nothing), or, for search's
 #: resolution beside the fuzz base's 20 + 20 images, 480 MB and one eval: allowed (the combined cases below are not)
 HARMLESS = {("train", "n_train"), ("devices", "threads"), ("search", "resolution")}

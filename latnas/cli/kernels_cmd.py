@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from latnas.cli.validate import MAX_SEED, MAX_THREADS, check_input_file, check_output, split_names
+from latnas.cli.validate import MAX_SEED, MAX_THREADS, check_input_file, check_output, check_threads, split_names
 from latnas.errors import DataError, NothingSucceeded
 
 kernels_app = typer.Typer(help="Kernel-level profiles: latency of any model (nn-Meter style).", no_args_is_help=True)
@@ -41,6 +41,7 @@ def profile(
     from profilers.store import ProfileStore
 
     check_output(store, "--store", kind="file")
+    check_threads(threads, backend)  # more threads than CPUs would time the scheduler (validate.py)
     ops = split_names(types, "--types") if types else None
     unknown = sorted(set(ops or ()) - set(SAMPLES))
     if unknown:
@@ -93,6 +94,7 @@ def fusions(
     from profilers.lock import profiling_lock
     from profilers.runner import get_backend
 
+    check_threads(threads, backend)  # before any timing (validate.py)
     bk = require_onnx_backend(get_backend(backend))
     say = lambda text: typer.echo(text, err=True)  # noqa: E731
     with profiling_lock(wait=True, notify=say):
