@@ -34,7 +34,7 @@ class ProtocolConfig:
     noise_iqr_ratio: float = 0.10  # within-session flag: IQR / median above this
     noisy_retries: int = 0  # re-time a session whose IQR flag is set (sessions replace this; 0 = off)
     sessions: int = 3  # fresh sessions per item, interleaved in time with the other items
-    session_agree: float = 0.03  # noisy when the two best session medians differ by more than this (relative)
+    session_agree: float = 0.01  # noisy when the two best sessions differ by more than this (relative; chosen by flag recall, docs/profiling.md)
     extra_sessions: int = 2  # at most this many extra sessions for a noisy item, later in the run (cap: 5 in all)
 
 
