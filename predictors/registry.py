@@ -11,6 +11,7 @@ from latnas.errors import PredictorFileError
 from latnas.registry import Registry
 from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest
 from predictors.kernel_model import KernelPredictor
+from predictors.liveness import LiveDeadRidge
 from predictors.models import FlopsLinear, OneHotRidge, ParamsLinear, XGBLatencyPredictor
 from predictors.transfer import TransferPredictor
 
@@ -21,6 +22,7 @@ PREDICTORS.register("ridge", OneHotRidge)
 PREDICTORS.register("flops", FlopsLinear)
 PREDICTORS.register("params", ParamsLinear)
 PREDICTORS.register("transfer", TransferPredictor)  # needs fitted source_models
+PREDICTORS.register("ridge_live", LiveDeadRidge)  # live / dead op costs (the transfer sources)
 PREDICTORS.register("blocksum", BlockSumPredictor)  # needs a fitted block_model
 
 #: block-level predictors: fit(block_features, block_ms)

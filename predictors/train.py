@@ -113,9 +113,31 @@ def train_arch_model(table: ArchTable, target: str, model: str = "xgb", n_train:
             "source_rows_sha256": json_hash({c: table.column(c).tolist() for c in transfer_from}),
             "prediction_inputs": "arch only (source-model predictions; no measured source latency is read at prediction time)",
         }
+        loo = getattr(est, "loo_", None)
+        if loo:
+            clean = {k: (v if isinstance(v, int) or np.isfinite(v) else None) for k, v in loo.items()}
+            meta["training"]["transfer"]["loo"] = {**clean, "large": loo_is_large(loo)}
     if len(te):
         meta["metrics"] = {"heldout": evaluate_rows(est, table, target, te, train_rows=tr)}
     return est, meta
+
+
+#: the transfer self-check warns when the fit misses its own k samples (left out in turn) by more than this MAPE
+LOO_WARN_MAPE = 0.2
+
+
+def loo_is_large(loo: dict[str, Any]) -> bool:
+    """Whether a transfer fit's leave-one-out error on its own samples is large (the user's only signal)."""
+    mape = loo.get("mape")
+    return bool(mape is None or not np.isfinite(mape) or mape > LOO_WARN_MAPE)
+
+
+def loo_warning(loo: dict[str, Any]) -> str:
+    """One line for stderr when :func:`loo_is_large`."""
+    return (f"warning: transfer misses its own {loo.get('n')} samples by MAPE {100 * float(loo.get('mape', float('nan'))):.0f}% "
+            f"(each left out in turn; within ±10% {100 * float(loo.get('within_10pct', float('nan'))):.0f}%, "
+            f"Spearman {float(loo.get('spearman', float('nan'))):.2f}): the sources may not describe this device; "
+            "measure more archs (--n-train) or other sources")
 
 
 def evaluate_rows(model, table: ArchTable, target: str, rows: np.ndarray, train_rows: np.ndarray | None = None) -> dict[str, Any]:

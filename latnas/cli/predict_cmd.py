@@ -109,6 +109,13 @@ def train(
     held = (meta.get("metrics") or {}).get("heldout")
     if held:
         summary["heldout"] = {k: held[k] for k in ("within_5pct", "within_10pct", "spearman", "n")}
+    loo = ((meta.get("training") or {}).get("transfer") or {}).get("loo")
+    if loo:
+        from predictors.train import loo_warning
+
+        summary["loo_on_train"] = loo
+        if loo.get("large"):
+            typer.echo(loo_warning(loo), err=True)
     for key in ("block_sum_in_sample", "corrected_in_sample"):
         if key in (meta.get("metrics") or {}):
             summary[key] = meta["metrics"][key]
@@ -141,6 +148,9 @@ def eval_(
         raise PredictorFileError(f"model {model_dir} was trained for {meta.get('target')!r}, not {target!r}")
     tab = load_arch_table(table, space_of(meta["space"]), arch_column)
     metrics, rows, pred = eval_model(est, meta, tab, target, exclude_train)
+    loo = ((meta.get("training") or {}).get("transfer") or {}).get("loo")
+    if isinstance(loo, dict) and loo:
+        metrics["loo_on_train"] = loo  # the fit's own leave-one-out error on its k samples, beside the held-out figures
     if plots is not None:
         from predictors.plots import accuracy_plots
 
