@@ -9,12 +9,14 @@ items are interleaved: pass 1 over all items, then pass 2, ..., so a slow
 period of the host hits every item a little instead of a few items fully.
 
 Aggregation (:func:`aggregate`): the stored latency is the :data:`ESTIMATOR`
-of the session medians (the minimum: the fast value recurs to within ~1%
-while slow sessions come from periods of contention; chosen by
-``benchmarks/profiler_stability.py``). Every session's statistics are kept.
+over the sessions: ``min-p10``, the minimum of the sessions' within-session
+p10 (the fast value recurs while slow runs and slow sessions come from
+periods of contention; it reproduced best of first / median / min / p10 /
+min-p10 in ``benchmarks/profiler_stability.py --two-runs``). Every session's
+statistics are kept.
 
 Flag (:func:`is_noisy`): an item is noisy when its two best (fastest)
-session medians differ by more than ``config.session_agree`` (relative). A
+sessions, by the estimator's values, differ by more than ``config.session_agree`` (relative). A
 noisy item gets one more session per extra round, after the regular passes,
 until its two best sessions agree or ``config.extra_sessions`` extra sessions
 are spent; it stays flagged if they never agree. With one session there is
@@ -35,7 +37,7 @@ import numpy as np
 from profilers.config import LatencyStats, ProtocolConfig
 
 ESTIMATORS = ("first", "median", "min", "p10", "min-p10")
-ESTIMATOR = "min"  # the default, chosen by measurement (docs/profiling.md)
+ESTIMATOR = "min-p10"  # the default, chosen by measurement (docs/profiling.md): best in the two-run benchmark
 _UNBUILT = object()
 
 
