@@ -30,6 +30,25 @@ def png_bytes(width: int, height: int, rows: int | None = None) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
+def text_bomb_png() -> bytes:
+    """A 1x1 PNG with a zTXt chunk that inflates to 20 MB (Pillow caps text chunks)."""
+    text = b"Comment\x00\x00" + zlib.compress(b"\x00" * 20_000_000, 9)
+    good = png_bytes(1, 1)
+    return good[:33] + _chunk(b"zTXt", text) + good[33:]
+
+
+def giant_jpeg() -> bytes:
+    """A small JPEG whose frame header claims 65,000 x 65,000 pixels."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 99, 199)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 65_000, 65_000)
+    return bytes(data)
+
+
 def _small_png(seed: int) -> bytes:
     from PIL import Image
 
@@ -75,6 +94,8 @@ def data_dirs(out: Path) -> dict[str, str]:
     made = {
         "bomb-png": _folder(out / "bomb", {"a": 3, "b": 3}, {"a/bomb.png": png_bytes(12_000, 12_000)}),
         "giant-header-png": _folder(out / "giant", {"a": 3, "b": 3}, {"b/giant.png": png_bytes(100_000, 100_000, rows=2)}),
+        "text-chunk-bomb-png": _folder(out / "ztxt", {"a": 3, "b": 3}, {"a/z.png": text_bomb_png()}),
+        "giant-header-jpeg": _folder(out / "giantjpg", {"a": 3, "b": 3}, {"b/g.jpg": giant_jpeg()}),
         "random-bytes-png": _folder(out / "random", {"a": 3, "b": 3}, {"a/x.png": os.urandom(4096)}),
         "truncated-png": _folder(out / "trunc", {"a": 3, "b": 3}, {"b/t.png": good[: len(good) // 2]}),
         "empty-jpg": _folder(out / "emptyjpg", {"a": 3, "b": 3}, {"a/e.jpg": b""}),
