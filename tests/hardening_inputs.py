@@ -93,6 +93,7 @@ def data_dirs(out: Path) -> dict[str, str]:
     good = _small_png(7)
     made = {
         "bomb-png": _folder(out / "bomb", {"a": 3, "b": 3}, {"a/bomb.png": png_bytes(12_000, 12_000)}),
+        "bomb-png-below-pillow-limit": _folder(out / "bomb81", {"a": 3, "b": 3}, {"b/bomb.png": png_bytes(9_000, 9_000)}),
         "giant-header-png": _folder(out / "giant", {"a": 3, "b": 3}, {"b/giant.png": png_bytes(100_000, 100_000, rows=2)}),
         "text-chunk-bomb-png": _folder(out / "ztxt", {"a": 3, "b": 3}, {"a/z.png": text_bomb_png()}),
         "giant-header-jpeg": _folder(out / "giantjpg", {"a": 3, "b": 3}, {"b/g.jpg": giant_jpeg()}),
