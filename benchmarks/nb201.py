@@ -5,8 +5,9 @@ trained accuracy, measured latency on 19 devices; ``../shared/data/nb201/``):
 
 Q1  With k latency samples from my new device, how well does the predictor
     rank and place latency?  Every device in turn is the target; the other 18
-    columns are transfer sources (``TransferPredictor``, source models fit on
-    all rows of the other devices, the target contributes k random rows).
+    columns are transfer sources (``TransferPredictor``'s robust fit, live/dead
+    source models fit on all rows of the other devices, the target contributes
+    k random rows; old vs new fit and the ablation: ``benchmarks/transfer_loo.py``).
     ``family-out`` drops the target's own GPU at other batch sizes from the
     sources (a harder, fairer check). FLOPs: ranks from raw FLOPs, ±x% from a
     FLOPs-linear fit on the same k rows. ``ceiling``: the same additive model
@@ -96,12 +97,19 @@ def q1(space, table, devices, ks=(10, 20, 100), seeds=range(5), log=print) -> li
                 acc["flops"].append(flops_baseline(flops[tr], y[tr], flops[te], y[te]))
             mean = {name: _mean(ms) for name, ms in acc.items()}
             mean["ceiling"] = ceiling
-            rows.append({"device": dev, "k": k, **mean})
+            rows.append({"device": dev, "k": k, **mean,
+                         "transfer_spearman_seeds": [float(m["spearman"]) for m in acc["transfer"]]})
             log(f"{dev:18s} {k:4d}  " + "  ".join(f"{'/'.join(f'{mean[name][key]:.3f}' for key in KEYS):>22s}" for name in mean))
     for k in ks:
         sel = [r for r in rows if r["k"] == k]
         log(f"{'MEAN':18s} {k:4d}  " + "  ".join(
             f"{'/'.join(f'{np.mean([r[name][key] for r in sel]):.3f}' for key in KEYS):>22s}" for name in ("transfer", "family_out", "flops", "ceiling")))
+    for k in ks:  # the worst case, not only means: the worst device (seed mean) and the worst (device, seed)
+        sel = [r for r in rows if r["k"] == k]
+        wd = min(sel, key=lambda r: r["transfer"]["spearman"])
+        ws = min(((r["device"], i, v) for r in sel for i, v in enumerate(r["transfer_spearman_seeds"])), key=lambda t: t[2])
+        log(f"{'WORST':18s} {k:4d}  transfer Spearman: device {wd['device']} {wd['transfer']['spearman']:.3f}; "
+            f"(device, seed) {ws[0]} s{ws[1]} {ws[2]:.3f}")
     log(f"q1: {len(devices)} devices x {len(ks)} k x {len(list(seeds))} seeds in {time.perf_counter() - t0:.0f} s")
     return rows
 

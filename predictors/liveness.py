@@ -142,21 +142,25 @@ PIECES = ("live", "dead", "cut")
 
 
 def pieces(tables, space, archs: np.ndarray, live: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """``(n, 3)``: a source's cost of the live ops (+ fixed), of the dead ops, and of a cut-off arch.
+    """``(n, 3 + G + 1)``: a source's cost of the live ops (+ fixed), of the dead ops, and of a cut-off
+    arch; then the per-stage sums of its live ops (G stages) and its fixed cost (0 when cut off).
 
-    Each is 0 where it does not apply (a cut-off arch has only the third), so
-    ``live + dead + cut`` is the source's own prediction.
+    Each of the first three is 0 where it does not apply (a cut-off arch has
+    only the third), so their sum is the source's own prediction.
     """
     live_t, dead_t, cut_t, cut_fixed, fixed = tables
     rows = np.arange(space.n_layers)
-    live_part = np.where(cut, 0.0, fixed + (live_t[rows, archs] * live).sum(axis=1))
+    live_ops = np.where(cut[:, None], 0.0, live_t[rows, archs] * live)
+    live_part = np.where(cut, 0.0, fixed) + live_ops.sum(axis=1)
     dead_part = np.where(cut, 0.0, (dead_t[rows, archs] * ~live).sum(axis=1))
     cut_part = np.where(cut, cut_fixed + cut_t[rows, archs].sum(axis=1), 0.0)
-    return np.column_stack([live_part, dead_part, cut_part])
+    stages = np.array([slot.stage for slot in space.layers])
+    per_stage = [live_ops[:, stages == g].sum(axis=1) for g in np.unique(stages)]
+    return np.column_stack([live_part, dead_part, cut_part, *per_stage, np.where(cut, 0.0, fixed)])
 
 
 def source_pieces(sources: dict, space, archs: np.ndarray, use_flops: bool = True) -> tuple[list[str], np.ndarray]:
-    """Names and the ``(n, S, 3)`` :func:`pieces` of every source (and FLOPs, when ``use_flops``)."""
+    """Names and the ``(n, S, P)`` :func:`pieces` of every source (and FLOPs, when ``use_flops``)."""
     tabs = [source_tables(m, space) for m in (sources or {}).values()]
     names = list(sources or {})
     if use_flops:

@@ -96,6 +96,7 @@ def train_arch_model(table: ArchTable, target: str, model: str = "xgb", n_train:
             raise DataError(f"--transfer-from must not include the target column {target!r}")
         sources = fit_source_models(table, list(transfer_from))
         model = "transfer"
+        params = {"self_check": True, **(params or {})}  # the LOO error on its own k samples, reported
     est = make_arch_model(model, table.space, source_models=sources, **(params or {}))
     est.fit(table.archs[tr], y_all[tr])
     meta: dict[str, Any] = {

@@ -87,7 +87,8 @@ class TransferPredictor(ArchPredictor):
 
     def __init__(self, space: str = "fbnet", source_models=None, use_flops: bool = True, stage_features: bool = False,
                  residual: bool = False, relative: bool = True, alphas=DEFAULT_ALPHAS, method: str = "robust",
-                 liveness: bool = True, affine: bool = True, views=("run", "fold", "affine"), top: int = 3, trim: int = 1, cut_unseen: str = "source", self_check: bool = True):
+                 liveness: bool = True, affine: bool = True, views=("run", "fold", "affine", "stages"), top: int = 3,
+                 trim: int = 1, cut_unseen: str = "source", self_check: bool = False):
         self.space = space
         self.relative = relative
         self.source_models = source_models
@@ -182,31 +183,42 @@ class TransferPredictor(ArchPredictor):
         rng = np.random.default_rng(0)
         ref = np.column_stack([rng.choice(np.asarray(slot.allowed), size=LOW_SAMPLE) for slot in sp.layers]).astype(np.int64)
         _, parts = source_pieces(self.source_models, sp, ref, self.use_flops)
-        self._lo_cache = np.percentile(parts.sum(axis=2), 1.0, axis=0)
+        self._lo_cache = np.percentile(parts[:, :, :3].sum(axis=2), 1.0, axis=0)
         return self._lo_cache
 
     def _fit_robust(self, archs, y):
         sp = self._space()
         _, parts = source_pieces(self.source_models, sp, archs, self.use_flops)
-        views = tuple(v for v in self.views if (self.liveness or v in ("run", "affine")) and (self.affine or v != "affine"))
+        views = tuple(v for v in self.views if (self.liveness or v in ("run", "affine", "stages"))
+                      and (self.affine or v != "affine"))
         if not self.liveness:  # one-hot view of every source: its own prediction, one weight
-            parts = np.concatenate([parts.sum(axis=2, keepdims=True), np.zeros_like(parts[:, :, :2])], axis=2)
+            parts = np.concatenate([parts[:, :, :3].sum(axis=2, keepdims=True), np.zeros_like(parts[:, :, :2]),
+                                    parts[:, :, 3:]], axis=2)
         comb = combine(parts, y, top=self.top, trim=self.trim, views=views, lo=self._low_quantiles())
-        w = comb.weights.copy()
+        w = comb.weights.copy()  # (S, P + 1): live, dead, cut, per-stage live, fixed; intercept share
         if not self.liveness:
             w[:, 1] = w[:, 2] = w[:, 0]
         self.cut_seen_ = bool(sp.cut_off(archs).any())
         if self.liveness and self.cut_unseen == "fold" and not self.cut_seen_:
             w[:, 2] = 0.0  # no cut-off arch among the samples: predict them folded (at the floor)
         tabs = self._source_tables()
+        stages = self._stages()
+        groups = np.unique(stages)
+        live_table = np.zeros((sp.n_layers, sp.n_choices))
+        for ws, t in zip(w, tabs):
+            live_table += ws[0] * t[0]
+            for j, g in enumerate(groups):  # a source weighed per stage (the stages view)
+                live_table[stages == g] += ws[3 + j] * t[0][stages == g]
 
         def mix(col, part):
             return sum(wi * t[part] for wi, t in zip(w[:, col], tabs))
 
         self.weights_, self.piece_weights_ = w[:, 0].copy(), w[:, :3].ravel()
-        self.live_table_, self.dead_table_, self.cut_table_ = (mix(i, i).ravel() for i in range(3))
-        self.intercept_ = float(w[:, 3].sum())
-        self.cut_fixed_, self.fixed_ = float(mix(2, 3)) + self.intercept_, float(mix(0, 4)) + self.intercept_
+        self.live_table_ = live_table.ravel()
+        self.dead_table_, self.cut_table_ = mix(1, 1).ravel(), mix(2, 2).ravel()
+        self.intercept_ = float(w[:, -1].sum())
+        self.cut_fixed_ = float(mix(2, 3)) + self.intercept_
+        self.fixed_ = float(mix(0, 4) + mix(-2, 4)) + self.intercept_
         self.member_, self.stage_intercept_, self.resid_intercept_ = comb.member, 0.0, 0.0
         per_layer, fixed = self._robust_parts(archs)
         base = per_layer.sum(axis=1) + fixed

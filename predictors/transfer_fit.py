@@ -40,7 +40,7 @@ FLOOR_FRACTION = 1e-3
 
 @dataclass
 class Combination:
-    """Weights of the chosen member, ``(S, 4)``: on every source's pieces (>= 0), and its intercept share."""
+    """Weights of the chosen member, ``(S, P + 1)``: on every source's P pieces (>= 0), and its intercept share."""
 
     weights: np.ndarray
     member: str
@@ -59,11 +59,24 @@ VIEWS = {
 }
 
 
-def view_maps(view: str, lo: float) -> np.ndarray:
-    maps = VIEWS[view].copy()
-    maps[:, 3] *= lo if view == "affine" else 1.0
+def view_maps(view: str, lo: float, n_pieces: int = 3) -> np.ndarray:
+    """``(m, n_pieces + 1)``: the columns of ``view`` as combinations of the pieces and a constant.
+
+    Pieces beyond the first three are per-stage sums of the live ops and then
+    the fixed cost (:func:`predictors.liveness.pieces` with stages); the
+    ``stages`` view weighs them one by one (a source may describe a device
+    in its early stages only), each weight >= 0.
+    """
+    if view == "stages":
+        n_stages = n_pieces - 4
+        maps = np.zeros((n_stages + 1, n_pieces + 1))
+        maps[np.arange(n_stages + 1), 3 + np.arange(n_stages + 1)] = 1.0
+        return maps
+    base = VIEWS[view].copy()
     if view == "affine":
-        maps[2, 3] = 1.0
+        base[1, 3], base[2, 3] = -lo, 1.0
+    maps = np.zeros((len(base), n_pieces + 1))
+    maps[:, :3], maps[:, -1] = base[:, :3], base[:, 3]
     return maps
 
 
@@ -123,15 +136,17 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
     if n < 3:
         raise DataError(f"transfer needs at least 3 target samples to choose its sources, got {n}")
     ys = relative_scale(y)
-    if not np.any(parts[:, :, 1:]):  # no dead op, no cut-off arch among the samples: views coincide
-        views = tuple(v for v in views if v in ("run", "affine"))
+    if not np.any(parts[:, :, 1:3]):  # no dead op, no cut-off arch among the samples: views coincide
+        views = tuple(v for v in views if v in ("run", "affine", "stages"))
+    if n_pieces <= 5:  # one stage: the stages view is the affine one without its bound
+        views = tuple(v for v in views if v != "stages")
     if lo is None:
         views = tuple(v for v in views if v != "affine")
     singles = {}  # (source, view) -> (columns, LOO predictions, score)
     for s in range(n_src):
         for view in views:
-            maps = view_maps(view, 0.0 if lo is None else float(lo[s]))
-            cols = parts[:, s, :] @ maps[:, :3].T + maps[:, 3]
+            maps = view_maps(view, 0.0 if lo is None else float(lo[s]), n_pieces)
+            cols = parts[:, s, :] @ maps[:, :-1].T + maps[:, -1]
             used = np.any(cols != 0, axis=0)
             if not used[0] or not np.any(cols > 0):
                 continue
@@ -140,7 +155,8 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
             singles[(s, view)] = (cols, maps, loo, trimmed_score(loo, y, ys, trim))
     if not singles:
         raise DataError("no transfer source predicts a positive latency for the target's samples")
-    order = sorted(singles, key=lambda key: (singles[key][3], tuple(VIEWS).index(key[1])))  # ties: simpler view
+    rank = {v: i for i, v in enumerate((*VIEWS, "stages"))}
+    order = sorted(singles, key=lambda key: (singles[key][3], rank[key[1]]))  # ties: the simpler view
     best = order[0]
     chosen: list[tuple[int, str]] = []
     for key in order:  # the best view of each of the `top` best sources
@@ -156,8 +172,8 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
         mixtures["all"] = [best_view[s] for s in sorted(best_view)]
         if lo is not None:  # and each source shifted by its low quantile: a bounded negative intercept
             for s in sorted(best_view):
-                maps = view_maps("affine", float(lo[s]))[1:2]
-                singles[(s, "shift")] = (parts[:, s, :] @ maps[:, :3].T + maps[:, 3], maps, None, np.inf)
+                maps = view_maps("affine", float(lo[s]), n_pieces)[1:2]
+                singles[(s, "shift")] = (parts[:, s, :] @ maps[:, :-1].T + maps[:, -1], maps, None, np.inf)
                 mixtures["all"].append((s, "shift"))
     scores = {f"single:{best[0]}:{best[1]}": singles[best][3]}
     pick = (singles[best][3], 0.0, None)
@@ -175,7 +191,7 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
             if score < pick[0] - 1e-12:
                 pick = (score, lam, name)
     lam, name = pick[1], pick[2]
-    weights = np.zeros((n_src, n_pieces + 1))  # the last column: each source's share of the intercept
+    weights = np.zeros((n_src, n_pieces + 1))  # per piece; the last column: each source's share of the intercept
 
     def add(keys, cols, share, const=False):
         w = _nnls_rel(cols, y, ys) * share
@@ -185,7 +201,7 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
             weights[s] += w[j:j + len(maps)] @ maps
             j += len(maps)
         if const:
-            weights[0, 3] += w[j]
+            weights[0, -1] += w[j]
 
     add([best], singles[best][0], 1.0 - lam)
     if lam > 0:

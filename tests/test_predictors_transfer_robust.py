@@ -124,7 +124,7 @@ def test_too_few_samples_one_line(cells, sources):
 
 def test_save_load_compile_and_self_check(cells, sources, space, tmp_path):
     rows = np.random.default_rng(4).permutation(len(cells))[:10]
-    model = _fit(sources, cells, "fold_a_ms", rows)
+    model = _fit(sources, cells, "fold_a_ms", rows, self_check=True)
     assert set(model.loo_) == {"n", "mape", "within_10pct", "spearman", "max_rel_err"} and model.loo_["n"] == 10
     folder = save_predictor(model, tmp_path / "m", target="fold_a_ms")
     loaded, _ = load_predictor(folder, space="nb201")
