@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "latnas.cli.predict_cmd",
     "latnas.cli.export_cmd",
     "latnas.cli.search_cmd",
+    "latnas.cli.accuracy_cmd",
     "latnas.cli.demo_cmd",
     "latnas.cli.kernels_cmd",
 )

@@ -19,10 +19,11 @@ def search(
     algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | random | dnas | repnas."),
     evals: int = typer.Option(200, "--evals", max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
-    score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: vote (default: synflow + params), rwe, params, flops, synflow, naswot, supernet, table."),
+    score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: vote (default: synflow + params), rwe, params, flops, synflow, naswot, supernet, table, predictor."),
     score_table: Optional[str] = typer.Option(None, "--score-table", help="CSV of archs and accuracies (implies --score table)."),
     score_column: Optional[str] = typer.Option(None, "--score-column", help="Column of --score-table holding the accuracy."),
     arch_column: Optional[str] = typer.Option(None, "--arch-column", help="Arch column of --score-table (default: arch or arch_str)."),
+    score_model: Optional[str] = typer.Option(None, "--score-model", help="Accuracy predictor folder from `latnas train-accuracy` (implies --score predictor)."),
     data: Optional[str] = typer.Option(None, "--data", help="ImageFolder or CIFAR binary directory (default: sklearn digits)."),
     n_train: int = typer.Option(500, "--n-train", min=1, max=MAX_IMAGES, help="Training images for the accuracy estimate."),
     n_val: int = typer.Option(300, "--n-val", min=1, max=MAX_IMAGES, help="Validation images for the accuracy estimate."),
@@ -87,7 +88,7 @@ def search(
     try:
         job = SearchJob(
             out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
-            score=score, score_table=score_table, score_column=score_column, arch_column=arch_column,
+            score=score, score_table=score_table, score_column=score_column, arch_column=arch_column, score_model=score_model,
             data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
             profile_top=profile_top, backend=backend, device_table=device_table, device_column=device_column, profile_quick=profile_quick, export=export,
             resume=resume, options=options, progress=report, executor=runner or "local",

@@ -56,6 +56,7 @@ class Bananas(Algorithm):
         candidates: int = 2000  # candidates per round when the space is too large to enumerate
         acquisition: str = "ei"  # ei (expected improvement) | ucb (mean + kappa * spread) | its (one member per pick)
         kappa: float = 0.5  # ucb's weight on the spread
+        surrogate: str = "blend"  # blend (ridge on the one-hot + XGBoost members: learns additive structure from few rows) | xgb
 
     def _candidates(self, evaluator, pool, rng, allowed, seen: set[Arch]) -> np.ndarray:
         if pool is not None:
@@ -78,6 +79,8 @@ class Bananas(Algorithm):
         if opt.acquisition == "its":  # independent Thompson sampling over the ensemble members
             lin, tree = model._features(X)
             members = model._member_preds(model.boosters_, tree)
+            if model.chosen_ == "blend":
+                members = (members + (lin @ model.coef_ + model.intercept_)[None, :]) / 2
             picks: list[int] = []
             for m in rng.integers(len(members), size=4 * want):
                 for i in np.argsort(-members[m], kind="stable"):
@@ -98,6 +101,8 @@ class Bananas(Algorithm):
         opt = self.options
         if opt.init < 5 or opt.batch_size < 1 or opt.ensemble < 2 or opt.candidates < 10:
             raise DataError("bananas needs init >= 5, batch_size >= 1, ensemble >= 2, candidates >= 10")
+        if opt.surrogate not in ("blend", "xgb"):
+            raise DataError(f"bananas surrogate must be blend or xgb, got {opt.surrogate!r}")
         if opt.acquisition not in ("ei", "ucb", "its"):
             raise DataError(f"bananas acquisition must be ei, ucb or its, got {opt.acquisition!r}")
         proxies = parse_proxies(opt.proxies)
@@ -133,7 +138,7 @@ class Bananas(Algorithm):
             archs, scores, _ = evaluator.archive()
             want = min(opt.batch_size, evaluator.remaining, len(cands))
             if len(archs) >= 5:
-                model = AccuracyPredictor(space=space.name, proxies=proxies, mode="xgb", ensemble=opt.ensemble,
+                model = AccuracyPredictor(space=space.name, proxies=proxies, mode=opt.surrogate, ensemble=opt.ensemble,
                                           n_estimators=opt.n_estimators, random_state=self.seed + rounds)
                 model.fit(features(np.asarray(archs, dtype=np.int64)), scores)
                 order = self._acquire(model, features(cands), float(scores.max()), want, rng)

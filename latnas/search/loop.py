@@ -55,6 +55,7 @@ class SearchJob:
     score_table: str | None = None  # CSV of archs and accuracies (implies score="table")
     score_column: str | None = None  # which column of score_table
     arch_column: str | None = None  # arch column of score_table (default: detected by the scorer)
+    score_model: str | None = None  # folder of a trained accuracy predictor (implies score="predictor")
     data: str | None = None
     n_train: int = 500
     n_val: int = 300
@@ -92,6 +93,12 @@ def score_name(job: SearchJob) -> str:
         return "table"
     if job.score == "table":
         raise DataError("--score table needs --score-table CSV and --score-column COL")
+    if job.score_model:
+        if job.score not in (None, "predictor"):
+            raise DataError(f"--score-model implies --score predictor, got --score {job.score}")
+        return "predictor"
+    if job.score == "predictor":
+        raise DataError("--score predictor needs --score-model A (a folder written by `latnas train-accuracy -o A`)")
     return job.score or DEFAULT_SCORER
 
 
@@ -142,7 +149,7 @@ def build_problem(job: SearchJob, space: SearchSpace, objective: LatencyTable, b
         data = load_data(job.data, space=space, n_train=job.n_train, n_val=job.n_val, seed=job.seed,
                          resolution=job.resolution)
     config = ScorerConfig(space=space, data=data, seed=job.seed, table=job.score_table, column=job.score_column,
-                          arch_column=job.arch_column)
+                          arch_column=job.arch_column, options={"model": job.score_model} if job.score_model else {})
     scorer = make_scorer(name, config)
     if job.executor not in (None, "local"):  # batches between ask and tell go to the executor, scores in order
         from latnas.executors import ParallelScorer
@@ -150,12 +157,24 @@ def build_problem(job: SearchJob, space: SearchSpace, objective: LatencyTable, b
         scorer = ParallelScorer(scorer, job.executor)
     if name == "table":
         key = f"table:{Path(str(job.score_table)).name}:{job.score_column}"
+    elif name == "predictor":  # the model's own hash: another model's scores are never reused
+        key = f"predictor:{_model_digest(job.score_model)}:seed={job.seed}"
     elif data is not None:
         shape = tuple(data.x_train.shape[1:])
         key = f"{name}:{data.name}:{len(data.x_train)}/{len(data.x_val)}:{shape}:seed={job.seed}"
     else:
         key = f"{name}:seed={job.seed}"
     return SearchProblem(space, objective, scorer, budget=budget, data=data, scorer_key=key)
+
+
+def _model_digest(folder: str | None) -> str:
+    """sha256 of a model folder's meta.json (it holds the hash of every other file)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256((Path(str(folder)) / "meta.json").read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unreadable"
 
 
 def _check_backend(job: SearchJob) -> None:

@@ -20,6 +20,7 @@ from latnas.search.scorers.base import SCORERS, Scorer, ScorerConfig, make_score
 from latnas.search.scorers import flops as _flops  # noqa: F401,E402  (each member registers itself)
 from latnas.search.scorers import naswot as _naswot  # noqa: F401,E402
 from latnas.search.scorers import params as _params  # noqa: F401,E402
+from latnas.search.scorers import predictor as _predictor  # noqa: F401,E402
 from latnas.search.scorers import rwe as _rwe  # noqa: F401,E402
 from latnas.search.scorers import supernet as _supernet  # noqa: F401,E402
 from latnas.search.scorers import synflow as _synflow  # noqa: F401,E402
