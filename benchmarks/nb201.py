@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="q1,q2", help="comma-separated: q1,q2")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--evals", type=int, default=300)
-    ap.add_argument("--algos", default="nsga2,hournas,nse,rea,random")
+    ap.add_argument("--algos", default="bananas:100,bananas,rea:100,rea,nsga2,hournas,nse,random,exhaustive",
+                    help="name[/acquisition][:evals], comma-separated (exhaustive: every feasible arch, the reference)")
     ap.add_argument("--devices", default="", help="comma-separated latency columns (default: all; --quick: 6)")
     ap.add_argument("--score-column", default="c100_test_acc", help="true accuracy (regret; and the search's score with --score table)")
     ap.add_argument("--score", default="table", help="what the search scores with: table (the trained accuracy) or a scorer, e.g. vote")

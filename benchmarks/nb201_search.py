@@ -17,7 +17,9 @@ and budget (the 25th / 50th / 75th percentile of the device's true latency):
 4. *Verified*: as ``latnas search --profile-top 3`` does on a real device, the
    front's top 3 (by score) are measured and the best one within the budget
    is kept; when none is, those measurements join the k samples, the
-   predictor is refit and the search rerun, up to ``rounds`` times (the scores
+   predictor is refit and the search rerun, up to ``rounds`` times, each
+   under the budget relaxed by the predictor's leave-one-out error on the k
+   samples (:func:`loo_margin`, capped at 15%; the scores
    are cached, so a rerun re-scores nothing it already scored). ``measured``
    counts the extra device measurements. Regret is reported over the picks
    that meet the budget (an over-budget pick can beat the oracle).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +36,14 @@ import numpy as np
 from latnas.errors import LatnasError
 from latnas.latency_table import flops_table
 from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, flops_budget_from_samples, minimize
+from latnas.search.candidates import feasible_pool
+from latnas.search.problem import ArchEvaluator
+from latnas.search.report import profile_archs
+from profilers.backends.table import TableBackend
 from predictors.compile import compile_predictor
 from predictors.transfer import TransferPredictor
 
-ALGOS = ("nsga2", "hournas", "nse", "rea", "random")
+ALGOS = ("bananas", "nsga2", "hournas", "nse", "rea", "random", "exhaustive")
 QUANTILES = (25, 50, 75)
 
 
@@ -46,6 +53,7 @@ class Pick:
     rounds: int = 1  # searches run (verified mode)
     measured: int = 0  # extra device measurements (verified mode)
     evals: int = 0  # distinct archs scored
+    wall_s: float = 0.0  # verified mode: searches + measurements, one process
 
 
 class CachedScorer:
@@ -61,13 +69,30 @@ class CachedScorer:
         return np.array([self.lookup[k] for k in keys], dtype=np.float64)
 
 
+def parse_algo(spec: str) -> tuple[str, int | None, dict]:
+    """``"bananas:100"`` -> ("bananas", 100, {}); ``"bananas/its"`` -> acquisition its; ``exhaustive``: every feasible arch."""
+    name, _, evals = spec.partition(":")
+    name, _, acq = name.partition("/")
+    return name, (int(evals) if evals else None), ({"acquisition": acq} if acq else {})
+
+
 def _front(space, table, scorer, budget: Budget, algo: str, evals: int, seed: int) -> list[tuple[int, ...]]:
-    """The search's front, best score first (empty when the latency model refuses the budget)."""
+    """The search's front, best score first (empty when the latency model refuses the budget).
+
+    ``exhaustive`` scores every arch the latency model places within the
+    budget (the reference: what a perfect optimiser on the same model finds).
+    """
     try:
         problem = SearchProblem(space, table, scorer, budget=budget, scorer_key="nb201-table")
     except LatnasError:
         return []
-    result = minimize(problem, ALGORITHMS.get(algo)(None, seed=seed), Termination(evals))
+    name, n, options = parse_algo(algo)
+    if name == "exhaustive":
+        pool = feasible_pool(ArchEvaluator(problem, max_evals=1))
+        keys = [tuple(int(v) for v in a) for a in pool]
+        scores = scorer(keys) if keys else np.zeros(0)
+        return [keys[i] for i in np.argsort(-scores, kind="stable")]
+    result = minimize(problem, ALGORITHMS.get(name)(options or None, seed=seed), Termination(n or evals))
     return [tuple(int(v) for v in a) for a in result.archs]
 
 
@@ -91,8 +116,16 @@ def _fit(space, sources, archs, y):
     return compile_predictor(model)
 
 
+def measure(device: TableBackend, space, archs) -> dict:
+    """Measured ms of each arch through the emulated ``table`` device, as ``latnas search --profile-top`` measures."""
+
+    names = [space.format_arch(a) for a in archs]
+    got = profile_archs(space, names, device, quick=True)
+    return {a: got[n] for a, n in zip(archs, names)}
+
+
 def run_device(space, table, acc_lookup, dev, sources, seeds, evals=300, k=10, rounds=5, top_k=3, algos=ALGOS,
-               log=print, score_lookup=None):
+               log=print, score_lookup=None, models=("predictor", "verified", "flops"), data=None):
     """Every (seed, budget, algo, latency model) of one target device -> list of result dicts."""
     y = table.column(dev)
     acc = np.array([acc_lookup[tuple(a)] for a in table.archs.tolist()])
@@ -100,10 +133,14 @@ def run_device(space, table, acc_lookup, dev, sources, seeds, evals=300, k=10, r
     index = {tuple(a): i for i, a in enumerate(table.archs.tolist())}
     src = {c: m for c, m in sources.items() if c != dev}
     ftable = flops_table(space)
+    device = TableBackend(table=data, column=dev)  # the emulated device the verified picks are measured on
     out = []
     for seed in seeds:
         tr = np.random.default_rng(1000 + seed).permutation(len(y))[:k]
         base = _fit(space, src, table.archs[tr], y[tr])
+        # the relaxed budget's margin: the predictor's LOO error on the k samples, once per seed (a LOO
+        # refit on every round's growing rows cost minutes per device and moved the margin little)
+        margin = loo_margin(space, src, table.archs[tr], y[tr])
         for q in QUANTILES:
             budget_ms = float(np.percentile(y, q))
             oracle = float(acc[y <= budget_ms].max())
@@ -113,27 +150,31 @@ def run_device(space, table, acc_lookup, dev, sources, seeds, evals=300, k=10, r
                 fl_budget = None
             for algo in algos:
                 picks: dict[str, Pick] = {}
-                sc = CachedScorer(score_lookup)
-                picks["predictor"] = Pick(_search(space, base, sc, Budget(budget_ms, "ms"), algo, evals, seed), evals=0)
-                picks["predictor"].evals = len(sc.seen)
-                sc = CachedScorer(score_lookup)
-                picks["flops"] = Pick(_search(space, ftable, sc, fl_budget, algo, evals, seed) if fl_budget else None)
-                picks["flops"].evals = len(sc.seen)
+                if "predictor" in models:
+                    sc = CachedScorer(score_lookup)
+                    picks["predictor"] = Pick(_search(space, base, sc, Budget(budget_ms, "ms"), algo, evals, seed))
+                    picks["predictor"].evals = len(sc.seen)
+                if "flops" in models:
+                    sc = CachedScorer(score_lookup)
+                    picks["flops"] = Pick(_search(space, ftable, sc, fl_budget, algo, evals, seed) if fl_budget else None)
+                    picks["flops"].evals = len(sc.seen)
                 # verified (as --profile-top K): measure the front's top K, keep the best measured
                 # within budget; if none is, refit with the K measurements and search again
                 sc = CachedScorer(score_lookup)
                 rows, lat_model, pick, n_meas, r = list(tr), base, None, 0, 0
-                for r in range(1, rounds + 1):
+                t_search = time.perf_counter()
+                for r in range(1, rounds + 1 if "verified" in models else 1):
                     # search a little past the budget (by the predictor's own LOO error): archs it
                     # places just over may be under on the device, and only measuring tells
-                    relaxed = Budget(budget_ms * (1.0 + loo_margin(space, src, table.archs[rows], y[rows])), "ms")
+                    relaxed = Budget(budget_ms * (1.0 + margin), "ms")
                     top = [a for a in _front(space, lat_model, sc, relaxed, algo, evals, seed)
                            if index[a] not in rows][:top_k]
                     if not top:
                         break
+                    measured = measure(device, space, top)
                     n_meas += len(top)
                     rows += [index[a] for a in top]
-                    ok = [a for a in top if y[index[a]] <= budget_ms]
+                    ok = [a for a in top if measured[a] <= budget_ms]
                     if ok:
                         pick = max(ok, key=lambda a: score_lookup[a])  # the user only knows the score
                         break
@@ -141,7 +182,9 @@ def run_device(space, table, acc_lookup, dev, sources, seeds, evals=300, k=10, r
                 if pick is None:  # fall back to the best measured arch within the budget, if any
                     ok = [i for i in rows if y[i] <= budget_ms]
                     pick = tuple(int(v) for v in table.archs[max(ok, key=lambda i: acc[i])]) if ok else None
-                picks["verified"] = Pick(pick, rounds=r, measured=n_meas, evals=len(sc.seen))
+                if "verified" in models:
+                    picks["verified"] = Pick(pick, rounds=r, measured=n_meas, evals=len(sc.seen))
+                    picks["verified"].wall_s = time.perf_counter() - t_search
                 for model, p in picks.items():
                     i = index.get(p.arch) if p.arch is not None else None
                     out.append({
@@ -152,7 +195,7 @@ def run_device(space, table, acc_lookup, dev, sources, seeds, evals=300, k=10, r
                         "acc": float(acc[i]) if i is not None else float("nan"),
                         "oracle": oracle,
                         "regret": oracle - float(acc[i]) if i is not None else float("nan"),
-                        "rounds": p.rounds, "measured": p.measured, "evals": p.evals,
+                        "rounds": p.rounds, "measured": p.measured, "evals": p.evals, "wall_s": p.wall_s,
                     })
     return out
 
@@ -160,10 +203,10 @@ def run_device(space, table, acc_lookup, dev, sources, seeds, evals=300, k=10, r
 def summarise(rows: list[dict], log=print) -> dict:
     """Per (latency model, algo): share met, mean/median regret (met picks), refusals, evals."""
     log(f"{'latency model':14s} {'algo':8s} {'runs':>5s} {'met':>7s} {'refused':>8s} {'regret mean':>12s} "
-        f"{'median':>7s} {'p90':>6s} {'evals':>6s} {'measured':>9s}")
+        f"{'median':>7s} {'p90':>6s} {'worst':>6s} {'evals':>6s} {'measured':>9s} {'wall s':>7s}")
     summary = {}
     for model in ("predictor", "verified", "flops"):
-        for algo in sorted({r["algo"] for r in rows}, key=ALGOS.index):
+        for algo in sorted({r["algo"] for r in rows}, key=lambda a: (ALGOS.index(parse_algo(a)[0]) if parse_algo(a)[0] in ALGOS else len(ALGOS), a)):
             sel = [r for r in rows if r["model"] == model and r["algo"] == algo]
             if not sel:
                 continue
@@ -173,12 +216,14 @@ def summarise(rows: list[dict], log=print) -> dict:
                 "runs": len(sel), "met": float(np.mean([r["met"] for r in sel])),
                 "refused": float(np.mean([not r["found"] for r in sel])),
                 "regret_mean": float(np.nanmean(reg)), "regret_median": float(np.nanmedian(reg)),
-                "regret_p90": float(np.nanpercentile(reg, 90)),
+                "regret_p90": float(np.nanpercentile(reg, 90)), "regret_worst": float(np.nanmax(reg)),
+                "wall_s": float(np.mean([r.get("wall_s", 0.0) for r in sel])),
                 "evals": float(np.mean([r["evals"] for r in sel])), "measured": float(np.mean([r["measured"] for r in sel])),
             }
             summary[f"{model}/{algo}"] = s
             log(f"{model:14s} {algo:8s} {s['runs']:5d} {s['met']:7.1%} {s['refused']:8.1%} {s['regret_mean']:12.3f} "
-                f"{s['regret_median']:7.3f} {s['regret_p90']:6.2f} {s['evals']:6.0f} {s['measured']:9.2f}")
+                f"{s['regret_median']:7.3f} {s['regret_p90']:6.2f} {s['regret_worst']:6.2f} {s['evals']:6.0f} {s['measured']:9.2f} "
+                f"{s['wall_s']:7.2f}")
     return summary
 
 
@@ -195,14 +240,14 @@ class ScoreLookup(dict):
 
 
 def q2(space, table, devices, sources, acc_lookup, seeds, evals=300, algos=ALGOS, log=print, score_lookup=None,
-       partial=None) -> dict:
+       partial=None, models=("predictor", "verified", "flops"), data=None) -> dict:
     """Q2 over ``devices``; ``partial`` (a path) gets every row so far after each device."""
     t0 = time.perf_counter()
     rows = []
     for dev in devices:
         t1 = time.perf_counter()
         rows += run_device(space, table, acc_lookup, dev, sources, seeds, evals=evals, algos=algos, log=log,
-                           score_lookup=score_lookup)
+                           score_lookup=score_lookup, models=models, data=data)
         if partial is not None:
             partial.write_text(json.dumps({"rows": rows}))
         log(f"  {dev}: {time.perf_counter() - t1:.0f} s")
@@ -210,3 +255,65 @@ def q2(space, table, devices, sources, acc_lookup, seeds, evals=300, algos=ALGOS
     log(f"q2: {len(devices)} devices x {len(list(seeds))} seeds x {len(QUANTILES)} budgets x {len(algos)} algos "
         f"in {time.perf_counter() - t0:.0f} s")
     return {"rows": rows, "summary": summary}
+
+
+def accuracy_predictor_lookup(space, table, column: str, k: int, proxies=("synflow", "params", "flops"), seed: int = 0):
+    """``{arch: predicted accuracy}`` (on demand) from an accuracy predictor fit on ``k`` archs "trained" (table lookups)."""
+    from latnas.search.scorers.predictor import PredictorScorer
+    from predictors.accuracy import AccuracyPredictor
+
+    from accuracy_predictor import features
+
+    rows = np.random.default_rng(seed).permutation(len(table))[:k]
+    model = AccuracyPredictor(space=space.name, proxies=proxies, random_state=seed)
+    model.fit(features(space, table.archs[rows], tuple(proxies), {}), table.column(column)[rows])
+    return ScoreLookup(PredictorScorer(space, model))
+
+
+def main(argv=None) -> int:
+    """Q2 alone: ``nb201_search.py --algos bananas:100,rea,exhaustive --models verified --seeds 3``."""
+    import argparse
+    import sys
+
+    from nb201 import DATA, load
+    from predictors.transfer import fit_source_models
+
+    ap = argparse.ArgumentParser(description="NAS-Bench-201 Q2: search under a budget, verified on the table device")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--evals", type=int, default=300)
+    ap.add_argument("--algos", default="rea,exhaustive", help="name[/acquisition][:evals], comma-separated")
+    ap.add_argument("--models", default="verified", help="predictor,verified,flops")
+    ap.add_argument("--devices", default="")
+    ap.add_argument("--score-column", default="c100_test_acc")
+    ap.add_argument("--score", default="table", help="table | predictor (K-shot accuracy predictor) ")
+    ap.add_argument("--k-acc", type=int, default=50, help="--score predictor: trained archs")
+    ap.add_argument("--acc-proxies", default="synflow,params,flops", help="--score predictor: zero-cost features")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    space, table, devices = load(Path(args.data))
+    devs = [d for d in devices if not args.devices or d in args.devices.split(",")]
+    acc = table.column(args.score_column)
+    lookup = {tuple(a): float(v) for a, v in zip(table.archs.tolist(), acc)}
+    score_lookup = None
+    if args.score == "predictor":
+        from latnas.search.scorers.proxies import parse_proxies
+
+        score_lookup = accuracy_predictor_lookup(space, table, args.score_column, args.k_acc,
+                                                 proxies=parse_proxies(args.acc_proxies))
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    out = q2(space, table, devs, fit_source_models(table, devices), lookup, seeds, evals=args.evals,
+             algos=tuple(args.algos.split(",")), score_lookup=score_lookup, models=tuple(args.models.split(",")),
+             data=args.data, partial=None if args.json is None else Path(args.json + ".partial"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())

@@ -16,7 +16,7 @@ def search(
     space: str = typer.Option("fbnet", "--space", help="Search space name."),
     predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
-    algo: str = typer.Option("nsga2", "--algo", help="nsga2 | hournas | nse | random | dnas | repnas."),
+    algo: str = typer.Option("nsga2", "--algo", help="nsga2 | rea | bananas | hournas | nse | random | dnas | repnas (docs/search.md)."),
     evals: int = typer.Option(200, "--evals", max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
     score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: vote (default: synflow + params), rwe, params, flops, synflow, naswot, supernet, table, predictor."),
