@@ -16,7 +16,7 @@ Reported overall and per family: share within +-10% / +-5%, MAPE, Spearman,
 worst model, with the load average at each phase. timm comes from
 ``pip install --no-deps timm`` (``--pythonpath`` for a private target folder).
 
-    PYTHONPATH=/tmp/timm .venv/bin/python benchmarks/any_model.py --out /tmp/any --scale 0.3
+    PYTHONPATH=/tmp/timm .venv/bin/python benchmarks/any_model.py --out /tmp/any --scale 0.25 --retest --model-sessions 5
 """
 from __future__ import annotations
 
@@ -98,13 +98,20 @@ def main() -> None:
     ap.add_argument("--families", default="", help="comma-separated subset of timm_models.FAMILIES")
     ap.add_argument("--no-adaptive", action="store_true")
     ap.add_argument("--skip-kernels", action="store_true", help="use the kernel rows already in the store")
+    ap.add_argument("--model-sessions", type=int, default=BENCH_MODELS.sessions,
+                    help="sessions per whole model (min of their medians; more ride out a loaded machine)")
+    ap.add_argument("--force-models", action="store_true", help="re-measure the whole models (replace stored rows)")
+    ap.add_argument("--retest", action="store_true", help="measure the whole models a second time (OUT/retest.db): "
+                    "the profiler's own test-retest agreement, the floor of any predictor")
     args = ap.parse_args()
+    models_config = replace(BENCH_MODELS, sessions=args.model_sessions, max_seconds=min(BENCH_MODELS.max_seconds,
+                                                                                       2.0 / args.model_sessions))
 
     from timm_models import FAMILIES, import_timm
 
     from latnas.kernels import detect_kernels
     from predictors.kernel_model import train_kernel_model
-    from profilers.kernels import profile_kernels, profile_onnx_file
+    from profilers.kernels import measure_onnx_items, onnx_file_item, profile_kernels
     from profilers.runner import get_backend
     from profilers.store import ProfileStore
 
@@ -128,11 +135,16 @@ def main() -> None:
             report["kernels_measured"] = sum(r.done for r in runs)
             report["load"]["kernels"] = load()
         t0 = time.time()
-        for r in ok:
-            run = profile_onnx_file(bk, r["path"], store, BENCH_MODELS)
-            say(f"  measured {r['model']}: {run.medians or 'stored'}")
+        items = [onnx_file_item(bk.name, r["path"]) for r in ok]  # one run: sessions interleaved over all models
+        run = measure_onnx_items(bk, items, store, models_config, "model", force=args.force_models, say=say)
+        say(f"  measured {run.done} models, {run.skipped} stored, {len(run.failures)} failed")
         report["model_profile_s"], report["load"]["models"] = round(time.time() - t0, 1), load()
         records = [rec for rec in store.to_records(backend="onnxruntime")]
+    retest = {}
+    if args.retest:
+        with ProfileStore(args.out / "retest.db") as store2:
+            retest = measure_onnx_items(bk, items, store2, models_config, "model", force=True, say=say).medians
+        report["load"]["retest"] = load()
     kernel_rows = [rec for rec in records if rec["kind"] == "kernel"]
     measured = {rec["key"]: float(rec["median_ms"]) for rec in records if rec["kind"] == "model"}
     est, meta = train_kernel_model(kernel_rows, "onnxruntime")
@@ -157,6 +169,8 @@ def main() -> None:
 
     preds = {"kernel_sum": raw, "kernel_sum_corrected_lofo": leave_family_out(ok, corrected),
              "flops_linear_lofo": leave_family_out(ok, flops_linear)}
+    if retest:
+        preds["retest"] = np.array([retest.get(r["model"], np.nan) for r in ok])
     report["overall"] = {k: metrics(p, true) for k, p in preds.items()}
     report["per_family"] = {}
     for fam in fams:
@@ -170,12 +184,14 @@ def main() -> None:
     report["worst_kernel_sum"] = report["models"][worst]
     report["load"]["end"] = load()
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
-    print(f"{'family':14s} {'n':>3s} | {'±10% raw':>8s} {'±10% cor':>8s} {'±10% flops':>10s} | {'MAPE raw':>8s} "
-          f"{'MAPE cor':>8s} | {'rho raw':>7s}")
+    print(f"{'family':14s} {'n':>3s} | {'±10% raw':>8s} {'±10% cor':>8s} {'±10% flops':>10s} {'±10% retest':>11s} | "
+          f"{'MAPE raw':>8s} {'MAPE cor':>8s} {'MAPE flops':>10s} {'MAPE retest':>11s} | {'rho raw':>7s} {'rho cor':>7s}")
     for fam, m in [*report["per_family"].items(), ("ALL", report["overall"])]:
         a, b, c = m["kernel_sum"], m["kernel_sum_corrected_lofo"], m["flops_linear_lofo"]
-        print(f"{fam:14s} {a['n']:3d} | {a['within_10pct']:8.0%} {b['within_10pct']:8.0%} {c['within_10pct']:10.0%} | "
-              f"{a['mape']:8.1%} {b['mape']:8.1%} | {a['spearman']:7.3f}")
+        t = m.get("retest", {"within_10pct": float("nan"), "mape": float("nan")})
+        print(f"{fam:14s} {a['n']:3d} | {a['within_10pct']:8.0%} {b['within_10pct']:8.0%} {c['within_10pct']:10.0%} "
+              f"{t['within_10pct']:11.0%} | {a['mape']:8.1%} {b['mape']:8.1%} {c['mape']:10.1%} {t['mape']:11.1%} | "
+              f"{a['spearman']:7.3f} {b['spearman']:7.3f}")
     print(json.dumps({k: report[k] for k in ("load", "worst_kernel_sum", "failed_models")}))
     print(f"timings: export {report['export_s']} s, kernels {report.get('kernel_profile_s')} s, "
           f"models {report['model_profile_s']} s")

@@ -263,9 +263,8 @@ def _stored_medians(store, backend: str, fp: str) -> dict[str, float]:
     return {m.key: m.stats.median_ms for m in store.query(backend=backend, fingerprint=fp, kind="kernel")}
 
 
-def profile_onnx_file(backend: Backend, path: str | Path, store, config: ProtocolConfig, force: bool = False,
-                      wait: bool = True, say: Callable[[str], None] = lambda s: None) -> KernelRun:
-    """Time a whole ONNX file (one static input) and store it as kind ``model``, key = file name without ``.onnx``."""
+def onnx_file_item(backend_name: str, path: str | Path) -> OnnxItem:
+    """A whole ONNX file (one static input) as an item: key = file name without ``.onnx``, its kernels in the spec."""
     from latnas.kernels.graph import detect_kernels, load_onnx, model_input_shape
 
     path = Path(path)
@@ -274,8 +273,14 @@ def profile_onnx_file(backend: Backend, path: str | Path, store, config: Protoco
     key = path.name[:-5] if path.name.endswith(".onnx") else path.name
     spec = {"onnx": path.name, "input_shape": list(shape)}
     try:  # the kernels, so `latnas train --kernels` can fit the whole-model correction on this model
-        spec["kernels"] = [{k: v for k, v in kn.to_dict().items() if k != "nodes"} for kn in detect_kernels(model, backend.name)]
+        spec["kernels"] = [{k: v for k, v in kn.to_dict().items() if k != "nodes"} for kn in detect_kernels(model, backend_name)]
     except LatnasError as exc:  # an op outside the kernel set: still measured, not used for the correction
         spec["kernels_error"] = str(exc)
-    item = OnnxItem(key, spec, model.SerializeToString(), shape)
-    return measure_onnx_items(backend, [item], store, config, "model", force=force, wait=wait, say=say)
+    return OnnxItem(key, spec, model.SerializeToString(), shape)
+
+
+def profile_onnx_file(backend: Backend, path: str | Path, store, config: ProtocolConfig, force: bool = False,
+                      wait: bool = True, say: Callable[[str], None] = lambda s: None) -> KernelRun:
+    """Time a whole ONNX file (one static input) and store it as kind ``model``, key = file name without ``.onnx``."""
+    return measure_onnx_items(backend, [onnx_file_item(backend.name, path)], store, config, "model", force=force,
+                              wait=wait, say=say)
