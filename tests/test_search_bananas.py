@@ -66,7 +66,7 @@ def test_same_seed_same_search():
 
 def test_bad_options_are_one_line_errors():
     space = get_space("nb201")
-    for bad in ({"init": 2}, {"acquisition": "greedy"}, {"ensemble": 1}):
+    for bad in ({"init": 0}, {"pop_size": 0}, {"acquisition": "greedy"}, {"ensemble": 1}, {"surrogate": "gp"}):
         with pytest.raises(DataError):
             minimize(problem(space), ALGORITHMS.get("bananas")(bad, seed=0), Termination(10))
 
@@ -86,3 +86,21 @@ def test_beats_random_search_on_a_learnable_objective(space_name):
             best[name] = res.scores[0]
         gains.append(best["bananas"] - best["random"])
     assert np.mean(gains) > 0.2 and min(gains) > -0.2, gains
+
+
+def test_resume_replays_stored_scores_without_scoring(tmp_path):
+    space = get_space("nb201")
+    calls = []
+    base = hidden_target_scorer(space, 0)
+
+    def counted(archs):
+        calls.append(len(archs))
+        return base(archs)
+
+    first = minimize(problem(space, scorer=counted), ALGORITHMS.get("bananas")({**FAST, "pop_size": 6}, seed=2,
+                                                                              workdir=tmp_path), Termination(26))
+    assert sum(calls) == 26 and calls[0] == 6 and (tmp_path / "checkpoint.json").is_file()
+    calls.clear()
+    again = minimize(problem(space, scorer=counted), ALGORITHMS.get("bananas")({**FAST, "pop_size": 6}, seed=2,
+                                                                              workdir=tmp_path, resume=True), Termination(26))
+    assert sum(calls) == 0 and again.archs == first.archs and again.scores == first.scores

@@ -213,7 +213,8 @@ def test_cli_score_flag_combinations_are_checked(table_json, tmp_path, capsys):
         (["--score", "table"], "--score-table"),
         (["--score-table", "x.csv", "--score-column", "a", "--score", "rwe"], "implies --score table"),
         (["--score", "bogus"], "unknown scorer 'bogus'"),
-        (["--option", "bogus=1"], "nsga2 has no option 'bogus' (known: pop_size, max_gen)"),
+        (["--option", "bogus=1"], "bananas has no option 'bogus' (known: init, pop_size,"),
+        (["--algo", "nsga2", "--option", "bogus=1"], "nsga2 has no option 'bogus' (known: pop_size, max_gen)"),
         (["--algo", "dnas", "--pop-size", "4"], "dnas has no option 'pop_size'"),
         (["--algo", "random", "--resume"], "random cannot resume"),
         (["--evals", "0"], "--evals must be"),
@@ -246,8 +247,18 @@ def test_demo_summary_reads_what_the_search_writes(table_json, tmp_path, capsys)
     summary = search_summary(out / "result.json")
     result = json.loads((out / "result.json").read_text())
     assert summary["chosen"] == result["chosen"] is not None
-    assert summary["algo"] == "nsga2" and summary["evals"] == result["evals"] >= 1
+    assert summary["algo"] == "bananas" and summary["evals"] == result["evals"] >= 1  # the default --algo
     assert summary["budget"]["unit"] == "ms" and summary["front_top"] == result["front"][:3]
+
+
+def test_default_algo_is_the_benchmarked_bananas():
+    """Without --algo the search uses bananas (the best mean regret on NAS-Bench-201 Q2, docs/nb201.md)."""
+    from latnas.cli.search_cmd import search
+    from latnas.search.loop import SearchJob
+    import inspect
+
+    assert SearchJob(out_dir=Path("x")).algo == "bananas"
+    assert inspect.signature(search).parameters["algo"].default.default == "bananas"
 
 
 def test_default_scorer_is_the_benchmarked_vote():

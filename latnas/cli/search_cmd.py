@@ -16,7 +16,7 @@ def search(
     space: str = typer.Option("fbnet", "--space", help="Search space name."),
     predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor folder, latency table JSON, or 'flops'."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Latency budget: 4.5ms, 4.5 (ms), or 300MFLOPs with the FLOPs proxy."),
-    algo: str = typer.Option("nsga2", "--algo", help="nsga2 | rea | bananas | hournas | nse | random | dnas | repnas (docs/search.md)."),
+    algo: str = typer.Option("bananas", "--algo", help="bananas (surrogate-assisted, the default: best on NAS-Bench-201 Q2) | rea | nsga2 | hournas | nse | random | dnas | repnas (docs/search.md)."),
     evals: int = typer.Option(200, "--evals", max=MAX_EVALS, help="Archs whose accuracy is estimated (the one termination rule)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED),
     score: Optional[str] = typer.Option(None, "--score", help="Accuracy estimate: vote (default: synflow + params), rwe, params, flops, synflow, naswot, supernet, table, predictor."),
@@ -36,7 +36,7 @@ def search(
     device_column: Optional[str] = typer.Option(None, "--device-column", help="With --backend table: the latency column that is the device, e.g. pixel3_ms."),
     profile_quick: bool = typer.Option(False, "--profile-quick", help="Shorter timing protocol for --profile-top."),
     export: Optional[str] = typer.Option(None, "--export", help="Export the chosen arch: onnx, executorch, tensorrt (comma-separated)."),
-    resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json (nsga2, hournas, nse)."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse the scores stored in OUT/checkpoint.json (bananas, nsga2, hournas, nse)."),
     pop_size: Optional[int] = typer.Option(None, "--pop-size", min=2, max=MAX_POP_SIZE, help="Population size (same as --option pop_size=N)."),
     option: Optional[list[str]] = typer.Option(
         None, "--option", help="Algorithm option KEY=VALUE, repeatable (e.g. epochs=2, lambda_lat=0.5); unknown keys are refused."

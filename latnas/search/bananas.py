@@ -44,11 +44,14 @@ def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.n
 
 @register_algorithm("bananas")
 class Bananas(Algorithm):
-    """Surrogate (XGBoost ensemble) + expected improvement over budget-feasible candidates."""
+    """Surrogate (ridge + XGBoost ensemble) + expected improvement over budget-feasible candidates; resumable."""
+
+    supports_resume = True
 
     @dataclass
     class Options:
         init: int = 10  # random feasible archs scored before the surrogate is first fit
+        pop_size: int | None = None  # --pop-size: the same as init (the first population)
         batch_size: int = 10  # archs asked for per round (the surrogate is refit between rounds)
         ensemble: int = 5  # XGBoost members (their spread is the uncertainty)
         n_estimators: int = 150  # trees per member
@@ -99,14 +102,15 @@ class Bananas(Algorithm):
 
         t0 = time.perf_counter()
         opt = self.options
-        if opt.init < 5 or opt.batch_size < 1 or opt.ensemble < 2 or opt.candidates < 10:
-            raise DataError("bananas needs init >= 5, batch_size >= 1, ensemble >= 2, candidates >= 10")
+        init_n = opt.init if opt.pop_size is None else opt.pop_size
+        if init_n < 1 or opt.batch_size < 1 or opt.ensemble < 2 or opt.candidates < 10:
+            raise DataError("bananas needs init (pop_size) >= 1, batch_size >= 1, ensemble >= 2, candidates >= 10")
         if opt.surrogate not in ("blend", "xgb"):
             raise DataError(f"bananas surrogate must be blend or xgb, got {opt.surrogate!r}")
         if opt.acquisition not in ("ei", "ucb", "its"):
             raise DataError(f"bananas acquisition must be ei, ucb or its, got {opt.acquisition!r}")
         proxies = parse_proxies(opt.proxies)
-        evaluator, _ = self.evaluator()
+        evaluator, ckpt = self.evaluator()  # resuming: stored scores replay without scoring
         space = evaluator.space
         rng = np.random.default_rng(self.seed)
         allowed = [np.flatnonzero(row) for row in space.allowed_mask()]
@@ -125,11 +129,13 @@ class Bananas(Algorithm):
             features(pool)
         seen: set[Arch] = set()
         history = []
-        init = feasible_archs(evaluator, None, min(opt.init, evaluator.remaining), rng)
+        init = feasible_archs(evaluator, None, min(init_n, evaluator.remaining), rng)
         init = [a for a in init if bool(evaluator.feasible(evaluator.latency(np.asarray([a])))[0])]
         seen.update(init)
         if init:
             yield from score_with(evaluator, np.asarray(init, dtype=np.int64))
+            if ckpt is not None:
+                ckpt.save(evaluator, {"phase": "bananas", "round": 0})
         rounds = 0
         while not evaluator.exhausted:
             cands = self._candidates(evaluator, pool, rng, allowed, seen)
@@ -148,6 +154,8 @@ class Bananas(Algorithm):
             seen.update(batch)
             yield from score_with(evaluator, np.asarray(batch, dtype=np.int64))
             rounds += 1
+            if ckpt is not None:
+                ckpt.save(evaluator, {"phase": "bananas", "round": rounds})
             arch, best = evaluator.best()
             history.append({"phase": "bananas", "round": rounds, "evals": evaluator.n_evals,
                             "best_score": None if arch is None else float(best)})

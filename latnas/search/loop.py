@@ -48,7 +48,7 @@ class SearchJob:
     space: str = "fbnet"
     predictor: str | None = None  # folder, table JSON, or "flops"
     budget: str | float | Budget | None = None
-    algo: str = "nsga2"
+    algo: str = "bananas"  # the best on NAS-Bench-201 Q2 (docs/nb201.md)
     evals: int = 200
     seed: int = 0
     score: str | None = None  # scorer name (None: "table" with score_table, else DEFAULT_SCORER)
