@@ -26,8 +26,9 @@ each source's live / dead / cut-off pieces (:mod:`predictors.liveness`) in a
 few views (``run``: as the source; ``fold``: dead ops and cut-off networks
 free; ``affine``: a bounded intercept), chosen by trimmed LOO with shrinkage
 towards the best single source; the stage and one-hot corrections are
-intercept-free ridges (off by default: the ablation in
-``benchmarks/transfer_loo.py`` shows they buy nothing at k = 10-20), and
+intercept-free ridges (off by default: in the ablation of
+``benchmarks/transfer_loo.py`` they buy nothing at k = 10-20; per-stage source
+weights are the ``stages`` view instead, see docs/transfer.md), and
 predictions are floored at ``FLOOR_FRACTION * median(y)``, so they are
 positive and bounded by construction. Cut-off archs absent from the samples
 are predicted as the chosen view says (``cut_unseen="source"``) or folded

@@ -51,6 +51,7 @@ def floored_table(space, table: np.ndarray, offset: float, floor: float, meta: d
 def compile_transfer(model, space):
     """The model's LatencyTable (exact when additive, else its additive projection; see module docstring)."""
     from predictors.features import onehot
+    from predictors.linear import relative_scale
 
     coef, b = model.effective_linear()
     floor = float(getattr(model, "floor_", 0.0)) if model.method == "robust" else 0.0
@@ -61,13 +62,16 @@ def compile_transfer(model, space):
     got = np.maximum(x @ coef + b, floor) if floor > 0 else x @ coef + b
     scale = np.maximum(np.abs(want), 1e-12)
     if np.max(np.abs(got - want) / scale) > 1e-9:
-        w = 1.0 / scale  # relative least squares
-        design = np.column_stack([x, np.ones(len(x))]) * w[:, None]
-        sol, *_ = np.linalg.lstsq(design, want * w, rcond=None)
+        # relative least squares over the archs with a live path: a cut-off arch (its output a
+        # constant, folded to µs by some runtimes) is no candidate of any search and must not decide it
+        fit = ~space.cut_off(archs)
+        w = 1.0 / relative_scale(want[fit])
+        design = np.column_stack([x[fit], np.ones(int(fit.sum()))]) * w[:, None]
+        sol, *_ = np.linalg.lstsq(design, want[fit] * w, rcond=None)
         coef, b = sol[:-1], float(sol[-1])
         got = np.maximum(x @ coef + b, floor) if floor > 0 else x @ coef + b
-        rel = np.abs(got / scale - 1.0)
-        meta["additive_projection"] = {"archs": int(len(archs)), "median_rel_diff": float(np.median(rel)),
-                                       "max_rel_diff": float(np.max(rel))}
+        rel = np.abs(got / scale - 1.0)[fit]
+        meta["additive_projection"] = {"archs": int(fit.sum()), "median_rel_diff": float(np.median(rel)),
+                                       "max_rel_diff": float(np.max(rel)), "cut_off_archs_left_out": int((~fit).sum())}
     table = coef.reshape(space.n_layers, space.n_choices)
     return floored_table(space, table, b, floor, meta)
