@@ -32,7 +32,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from latnas.search.scorers import ScorerConfig, make_scorer  # noqa: E402
 from latnas.search.scorers.proxies import proxy_features  # noqa: E402
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 from predictors.accuracy import AccuracyPredictor  # noqa: E402
 from predictors.data import load_arch_table  # noqa: E402
 

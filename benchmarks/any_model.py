@@ -48,8 +48,8 @@ def load() -> str:
 def export_all(out: Path, families: dict, say) -> list[dict]:
     import torch
 
-    from latnas.kernels import detect_kernels
-    from latnas.errors import LatnasError
+    from latnas.schema.kernels import detect_kernels
+    from latnas.schema.errors import LatnasError
     from profilers.onnx_export import export_onnx
     from timm_models import build
 
@@ -109,7 +109,7 @@ def main() -> None:
 
     from timm_models import FAMILIES, import_timm
 
-    from latnas.kernels import detect_kernels
+    from latnas.schema.kernels import detect_kernels
     from predictors.kernel_model import train_kernel_model
     from profilers.kernels import measure_onnx_items, onnx_file_item, profile_kernels
     from profilers.runner import get_backend

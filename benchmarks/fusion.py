@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latnas import get_space  # noqa: E402
-from latnas.blocks import DiverseBranchBlock  # noqa: E402
+from latnas.schema.blocks import DiverseBranchBlock  # noqa: E402
 from latnas.export.executorch import load_executorch_method, lower_to_executorch, set_executorch_threads  # noqa: E402
 from profilers.runtimes.onnx import export_onnx  # noqa: E402
 from latnas.reparam import reparameterize_model  # noqa: E402
@@ -79,7 +79,7 @@ def block_case(c: int, stride: int, depthwise: bool, seed: int = 0):
 
 def model_case(seed: int = 0):
     space = get_space("repnas")
-    from latnas.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY
+    from latnas.schema.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY
 
     four = [FOUR_BRANCH_DBB] * space.n_layers  # the four-branch DBB (+ id where the shape is kept)
     torch.manual_seed(seed)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         names = (args.runtimes or ("" if args.backend else "onnxruntime,executorch")) + "," + (args.backend or "")
         for runtime in [r.strip() for r in names.split(",") if r.strip()]:
             if runtime not in RUNTIMES:
-                from latnas.errors import LatnasError
+                from latnas.schema.errors import LatnasError
 
                 try:
                     RUNTIMES[runtime] = backend_runner(runtime)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 from predictors.data import load_arch_table  # noqa: E402
 from predictors.features import arch_totals  # noqa: E402
 from predictors.metrics import flops_baseline, latency_metrics  # noqa: E402

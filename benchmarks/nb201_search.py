@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latnas.errors import LatnasError
-from latnas.latency_table import flops_table
+from latnas.schema.errors import LatnasError
+from latnas.schema.latency_table import flops_table
 from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, flops_budget_from_samples, minimize
 from latnas.search.candidates import feasible_pool
 from latnas.search.problem import ArchEvaluator

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 from predictors.compile import compile_predictor  # noqa: E402
 from predictors.data import find_fbnet_csv, load_arch_table  # noqa: E402
 from predictors.features import arch_totals  # noqa: E402

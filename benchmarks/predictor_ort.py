@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
     from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest
     from predictors.data import load_block_table
     from predictors.features import arch_totals, block_features

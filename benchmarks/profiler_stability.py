@@ -60,7 +60,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 from profilers import ProtocolConfig, available_backends, get_backend  # noqa: E402
 from profilers.protocol import pinned_threads  # noqa: E402
 from profilers.runner import example_input  # noqa: E402

@@ -42,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import profilers.backends  # noqa: F401
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
     from profilers.base import ProtocolConfig
     from profilers.protocol import QUICK_CONFIG
     from profilers.remote import RemoteBackend, make_server, start_in_thread

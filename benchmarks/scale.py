@@ -56,7 +56,7 @@ def bench_search(args) -> dict:
     from latnas.executors import ParallelScorer, get_executor
     from latnas.search.data import load_data
     from latnas.search.rwe import RWEScorer
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     space = get_space("fbnet")
     table = synthetic_table(space, seed=3)
@@ -127,7 +127,7 @@ class SleepDevice(Backend):
 
 
 def bench_fleet(args) -> dict:
-    from latnas.spec import BlockSpec
+    from latnas.schema.spec import BlockSpec
     from profilers.fleet import FleetDevice
     from profilers.remote import make_server, start_in_thread
     from profilers.remote.agent import agent_info
@@ -169,7 +169,7 @@ def bench_fleet(args) -> dict:
 def timed_fleet(servers, devices, specs, config, dispatch: str):
     """Profile ``specs`` over ``devices`` into a scratch store: (summary, wall seconds). A warm-up round
     (one small block per device slot) starts the device actors first and is not timed; the agents stop after."""
-    from latnas.spec import BlockSpec
+    from latnas.schema.spec import BlockSpec
     from profilers.fleet import Fleet
     from profilers.store import ProfileStore
 
@@ -189,7 +189,7 @@ def timed_fleet(servers, devices, specs, config, dispatch: str):
 
 def driver_rate(args, token: str, config) -> dict:
     """Blocks per second the driver commits when 8 zero-delay devices answer at once (its own limit, here)."""
-    from latnas.spec import BlockSpec
+    from latnas.schema.spec import BlockSpec
     from profilers.fleet import FleetDevice
     from profilers.remote import make_server, start_in_thread
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from latnas.search.data import load_data  # noqa: E402
 from latnas.search.scorers import ScorerConfig, make_scorer  # noqa: E402
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_accuracy_latency.csv"
 TARGET = "c10_test_acc"

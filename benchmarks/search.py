@@ -35,12 +35,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latnas.latency_table import LatencyTable, flops_table  # noqa: E402
+from latnas.schema.latency_table import LatencyTable, flops_table  # noqa: E402
 from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, flops_budget_from_samples, minimize  # noqa: E402
 from latnas.search.budget import unit_kind  # noqa: E402
 from latnas.search.data import load_data  # noqa: E402
 from latnas.search.rwe import RWEConfig, RWEScorer, rank_correlation_study  # noqa: E402
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 
 
 def log(msg: str) -> None:

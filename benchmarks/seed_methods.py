@@ -35,11 +35,11 @@ from scipy.stats import kendalltau, spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latnas.latency_table import flops_table  # noqa: E402
+from latnas.schema.latency_table import flops_table  # noqa: E402
 from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, minimize  # noqa: E402
 from latnas.search.data import load_data  # noqa: E402
 from latnas.search.scorers import ScorerConfig, make_scorer  # noqa: E402
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 
 TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_accuracy_latency.csv"
 log = logging.getLogger("seed_methods")

@@ -29,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latnas.latency_table import flops_table  # noqa: E402
-from latnas.spaces import get_space  # noqa: E402
+from latnas.schema.latency_table import flops_table  # noqa: E402
+from latnas.schema.spaces import get_space  # noqa: E402
 
 NB201_CSV = ROOT.parent / "shared" / "data" / "nb201" / "nb201_accuracy_latency.csv"
 
@@ -82,7 +82,7 @@ def bench_repnas(seeds: list[int], options: dict) -> list[dict]:
     from latnas.search.data import load_data
     from latnas.search.repnas import RepNAS, train_fixed_mask
     from latnas.search.options import options_from
-    from latnas.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY
+    from latnas.schema.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY
 
     space = get_space("repnas")
     opt = options_from(RepNAS.Options, options, "repnas")

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from latnas.errors import DataError, PredictorFileError, ShapeError
+from latnas.schema.errors import DataError, PredictorFileError, ShapeError
 
 
 @lru_cache(maxsize=8)
@@ -63,7 +63,7 @@ def module_onnx(module: Any, example: Any, path: str | Path) -> Path:
 
 def model_kernels(model_or_path: Any, example=None, backend: str = "onnxruntime") -> list:
     """The kernels of an ONNX file (path / ``ModelProto``) or of a torch module at ``example``'s shape."""
-    from latnas.kernels import detect_kernels
+    from latnas.schema.kernels import detect_kernels
 
     if isinstance(model_or_path, (str, Path, bytes)) or type(model_or_path).__name__ == "ModelProto":
         return detect_kernels(model_or_path, backend)
@@ -105,7 +105,7 @@ def latency_fn(predictor: Any, example=None, table_predictor: Any = None, space:
     """
     table = None
     if table_predictor is not None:
-        from latnas.spaces import get_space
+        from latnas.schema.spaces import get_space
         from predictors.persistence import load_latency_table
 
         space = get_space(space) if isinstance(space, str) else space

@@ -10,7 +10,7 @@ records (:mod:`predictors.data`). Submodules are imported on demand to keep
 * :mod:`predictors.models` arch-level estimators (XGBoost, one-hot ridge, FLOPs/params lines)
 * :mod:`predictors.block_models` block-level estimators and the block-sum predictor
 * :mod:`predictors.transfer` few-shot transfer from other devices
-* :mod:`predictors.compile` compilation into a :class:`latnas.latency_table.LatencyTable`
+* :mod:`predictors.compile` compilation into a :class:`latnas.schema.latency_table.LatencyTable`
 * :mod:`predictors.persistence` JSON save/load (no pickle), verified loading, ``load_latency_table``
 * :mod:`predictors.metrics`, :mod:`predictors.plots` evaluation
 * :mod:`predictors.registry` the one table of predictor names

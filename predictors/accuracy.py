@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from latnas.errors import DataError, PredictorFileError
+from latnas.schema.errors import DataError, PredictorFileError
 from predictors.base import SavedState, as_list, space_of, state_float, state_int, state_vector
 from predictors.features import check_archs, onehot, onehot_feature_names
 
@@ -186,7 +186,7 @@ class AccuracyPredictor(SavedState, RegressorMixin, BaseEstimator):
     def set_state(self, state: dict, files: dict) -> "AccuracyPredictor":
         import xgboost as xgb
 
-        from latnas.safe_json import loads
+        from latnas.schema.safe_json import loads
         from predictors.validate import check_xgb_json
 
         s = space_of(self.space)

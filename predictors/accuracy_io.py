@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import LatnasError, PredictorFileError
+from latnas.schema.errors import LatnasError, PredictorFileError
 from predictors.accuracy import AccuracyPredictor
 from predictors.base import space_of
 from predictors.persistence import (META, SCHEMA, STATE, _install, _json_default, _params_from, _parse, _sha256,

@@ -8,7 +8,7 @@ A predictor is a scikit-learn estimator that also mixes in :class:`SavedState`:
 * ``set_state(state, files)`` -> restores the learned attributes on an
   instance built from the saved hyper-parameters, **validating** everything
   first (shapes, finiteness, tree structure) and raising a one-line
-  :class:`~latnas.errors.PredictorFileError`;
+  :class:`~latnas.schema.errors.PredictorFileError`;
 * ``to_latency_table(space)`` -> its exact :class:`LatencyTable`, or a
   one-line refusal when the model is not additive over layers.
 
@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import PredictorFileError
+from latnas.schema.errors import PredictorFileError
 
 
 @lru_cache(maxsize=16)
 def space_of(name: str):
     """The registered search space ``name`` (cached)."""
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     return get_space(name)
 

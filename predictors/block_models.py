@@ -20,8 +20,8 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import DataError, PredictorFileError
-from latnas.latency_table import LatencyTable, piecewise_linear
+from latnas.schema.errors import DataError, PredictorFileError
+from latnas.schema.latency_table import LatencyTable, piecewise_linear
 from predictors.base import SavedState, as_list, state_vector
 from predictors.features import BLOCK_FEATURE_NAMES, BLOCK_OPS, block_features
 from predictors.models import ArchPredictor

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from latnas.errors import PredictorFileError
-from latnas.latency_table import LatencyTable
-from latnas.safe_json import loads
+from latnas.schema.errors import PredictorFileError
+from latnas.schema.latency_table import LatencyTable
+from latnas.schema.safe_json import loads
 from predictors.base import space_of
 
 EXP_KNOT_SPACING = 2e-4

@@ -22,9 +22,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from latnas.errors import DataError, LatnasError
-from latnas.safe_json import loads
-from latnas.spec import BlockSpec
+from latnas.schema.errors import DataError, LatnasError
+from latnas.schema.safe_json import loads
+from latnas.schema.spec import BlockSpec
 
 FBNET_CSV = "fbnet_cifar100_latency.csv"
 

@@ -2,9 +2,9 @@
 
 Two levels:
 
-* block features: a fixed-length vector per :class:`~latnas.spec.BlockSpec`
+* block features: a fixed-length vector per :class:`~latnas.schema.spec.BlockSpec`
   (op one-hot, shape hyper-parameters, analytic costs from
-  :func:`latnas.features.block_cost`), used by block-level predictors;
+  :func:`latnas.schema.features.block_cost`), used by block-level predictors;
 * arch features: for a search space, the per-layer choice one-hot
   (``n_layers * n_choices`` columns) plus whole-model totals (MFLOPs, params),
   used by arch-level predictors.
@@ -20,8 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from latnas.features import block_cost
-from latnas.spec import BlockSpec
+from latnas.schema.features import block_cost
+from latnas.schema.spec import BlockSpec
 
 #: op types known to the block featuriser (others map to "other")
 BLOCK_OPS = ("conv", "mbconv", "skip", "classifier", "dbb", "other")
@@ -82,7 +82,7 @@ def arch_feature_names(space, totals: bool = True) -> list[str]:
 
 def check_archs(archs, n_layers: int, n_choices: int) -> np.ndarray:
     """Validate an (n, n_layers) integer arch matrix; one-line DataError if bad."""
-    from latnas.errors import DataError
+    from latnas.schema.errors import DataError
 
     a = np.asarray(archs)
     if a.ndim == 1:
@@ -107,7 +107,7 @@ def onehot(archs: np.ndarray, n_layers: int, n_choices: int) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _space_cost_tables(space_name: str, batch: int) -> tuple[np.ndarray, np.ndarray, float, float]:
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     space = get_space(space_name, batch=batch)
     with one_torch_thread():

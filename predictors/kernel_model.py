@@ -4,7 +4,7 @@ Each kernel type gets a non-negative linear baseline ``ms = a + b * flops +
 c * in + d * out + e * params`` (a launch cost plus work: it extrapolates to
 kernels smaller or larger than any profiled one) times ``exp`` of a random
 forest on the log residual over
-:data:`~latnas.kernels.records.KERNEL_FEATURES`. A model's latency is the sum
+:data:`~latnas.schema.kernels.records.KERNEL_FEATURES`. A model's latency is the sum
 of its kernels' predictions, optionally through the whole-model correction
 ``ms = a * sum + b * kernels + c`` fitted on profiled whole models. Saved as
 JSON (trees as plain lists), hashed, through the :class:`SavedState` hooks.
@@ -18,8 +18,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import DataError, PredictorFileError, UnknownNameError
-from latnas.kernels.records import KERNEL_FEATURES, Kernel, kernel_features
+from latnas.schema.errors import DataError, PredictorFileError, UnknownNameError
+from latnas.schema.kernels.records import KERNEL_FEATURES, Kernel, kernel_features
 from predictors.base import SavedState
 from predictors.block_models import TREE_KEYS, export_tree, predict_tree, tree_arrays
 from predictors.validate import check_tree

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import DataError, PredictorFileError
+from latnas.schema.errors import DataError, PredictorFileError
 from predictors.base import as_list, state_float, state_vector
 from predictors.features import layer_cost_tables, onehot, onehot_feature_names
 from predictors.linear import fit_additive

@@ -11,7 +11,7 @@ Models:
   as base margin, then XGBoost boosting the residual (log or linear target).
   With ``max_depth=1`` on one-hot features (the default) the model is
   additive over layers by construction, so it compiles exactly into a
-  :class:`~latnas.latency_table.LatencyTable`.
+  :class:`~latnas.schema.latency_table.LatencyTable`.
 * :class:`OneHotRidge`: ridge on the per-layer one-hot (additive).
 * :class:`FlopsLinear`, :class:`ParamsLinear`: ``ms = a * total + b``.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import PredictorFileError
+from latnas.schema.errors import PredictorFileError
 from predictors.base import SavedState, as_list, space_of, state_bool, state_float, state_int, state_vector
 from predictors.features import (arch_feature_names, arch_totals, check_archs, layer_cost_tables, onehot,
                                  onehot_feature_names)
@@ -32,7 +32,7 @@ DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
 
 
 def _y(y) -> np.ndarray:
-    from latnas.errors import DataError
+    from latnas.schema.errors import DataError
 
     y = np.asarray(y, dtype=np.float64).ravel()
     if y.size and (not np.all(np.isfinite(y)) or np.any(y <= 0)):
@@ -324,8 +324,8 @@ class XGBLatencyPredictor(ArchPredictor):
     def set_state(self, state, files):
         import xgboost as xgb
 
-        from latnas.errors import DataError
-        from latnas.safe_json import loads
+        from latnas.schema.errors import DataError
+        from latnas.schema.safe_json import loads
         from predictors.validate import check_xgb_json
 
         self.linear_coef_ = state_vector(state, "linear_coef", self._n_onehot(), allow_none=True)

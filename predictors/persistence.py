@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import DataError, LatnasError, PredictorFileError
-from latnas.safe_json import loads
+from latnas.schema.errors import DataError, LatnasError, PredictorFileError
+from latnas.schema.safe_json import loads
 from predictors.base import SavedState, space_of
 from predictors.data import MAX_TABLE_VALUE  # a prediction above it is no latency
 
@@ -374,7 +374,7 @@ def load_predictor(folder: str | Path, space: str | None = None, target: str | N
 
 def load_latency_table(folder: str | Path, space):
     """Verify a predictor folder, load it and compile it into a LatencyTable for ``space``
-    (a :class:`~latnas.spaces.base.SearchSpace`); the one way search should read a folder."""
+    (a :class:`~latnas.schema.spaces.base.SearchSpace`); the one way search should read a folder."""
     from predictors.compile import compile_predictor
 
     model, meta = load_predictor(folder, space=space.name)

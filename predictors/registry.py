@@ -7,8 +7,8 @@ compiled, because persistence and compilation only call its hooks.
 """
 from __future__ import annotations
 
-from latnas.errors import PredictorFileError
-from latnas.registry import Registry
+from latnas.schema.errors import PredictorFileError
+from latnas.schema.registry import Registry
 from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest
 from predictors.kernel_model import KernelPredictor
 from predictors.liveness import LiveDeadRidge

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latnas.features import block_cost
+from latnas.schema.features import block_cost
 from predictors.data import ArchTable
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from predictors.data import MIN_LATENCY_MS, ArchTable, json_hash, load_block_table, rows_hash
 from predictors.features import arch_totals
 from predictors.metrics import flops_baseline, latency_metrics

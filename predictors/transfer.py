@@ -47,7 +47,7 @@ import numpy as np
 from scipy.optimize import nnls
 from sklearn.utils.validation import check_is_fitted
 
-from latnas.errors import DataError, PredictorFileError
+from latnas.schema.errors import DataError, PredictorFileError
 from predictors.base import as_list, state_float, state_vector
 from predictors.features import layer_cost_tables
 from predictors.linear import relative_scale, ridge_loo

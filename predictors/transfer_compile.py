@@ -31,7 +31,7 @@ def check_archs(space) -> np.ndarray:
 
 def floored_table(space, table: np.ndarray, offset: float, floor: float, meta: dict):
     """``max(sum + offset, floor)`` as a LatencyTable: knots with a flat first segment."""
-    from latnas.latency_table import LatencyTable
+    from latnas.schema.latency_table import LatencyTable
     from predictors.compile import linear_table
 
     t = np.where(space.allowed_mask(), table, np.nan)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from predictors.linear import REL_ERR_CAP, relative_scale
 
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)

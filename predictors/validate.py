@@ -3,7 +3,7 @@
 A predictor folder is untrusted input. Tree arrays drive index arithmetic
 (our random-forest evaluator) and native code (``xgboost.Booster.load_model``),
 so a crafted child index, a cycle or a split feature out of range must be
-refused first, as one :class:`~latnas.errors.PredictorFileError` line:
+refused first, as one :class:`~latnas.schema.errors.PredictorFileError` line:
 
 * :func:`check_tree`: children in range, every node reached exactly once from
   the root (a tree: no cycle, no shared child), split features below the
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import PredictorFileError
+from latnas.schema.errors import PredictorFileError
 
 MAX_NODES = 1 << 20  # nodes per tree; our trees hold a few thousand
 MAX_TREES = 100_000

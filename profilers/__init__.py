@@ -17,7 +17,7 @@ the first ``get_backend``/``available_backends``, so ``import profilers`` and
 """
 from __future__ import annotations
 
-from latnas.lazy import lazy_exports
+from latnas.schema.lazy import lazy_exports
 
 _EXPORTS = {
     "BACKENDS": "profilers.base",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from latnas.registry import Registry
+from latnas.schema.registry import Registry
 from profilers.config import LatencyStats, ProtocolConfig
 from profilers.protocol import measure, pinned_threads
 
@@ -162,7 +162,7 @@ class Backend:
     ) -> LatencyStats:
         """Time a whole model; ``space`` (a SearchSpace) saves looking ``space_name`` up."""
         if space is None:
-            from latnas.spaces import get_space
+            from latnas.schema.spaces import get_space
 
             space = get_space(space_name, batch=batch)
         module = space.build(arch_string)

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
-from latnas.spec import BlockSpec
+from latnas.schema.spec import BlockSpec
 from profilers.base import Backend, LatencyStats, Measurement, ProtocolConfig, example_input
 from profilers.protocol import pinned_threads
 from profilers.sessions import SessionItem, aggregate, protocol_label, spread

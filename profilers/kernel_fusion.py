@@ -5,16 +5,16 @@ an activation after the add) is timed three ways: the conv alone, the
 follower alone, and the pair in one graph. The follower is *fused* when the
 pair costs less than the conv plus ``FUSED_SHARE`` of the follower alone:
 a runtime that fuses it pays (next to) nothing for it. The result is a
-:class:`~latnas.kernels.rules.FusionRules` (plus the timings), to review and
-write into ``latnas/kernels/rules.py`` for a new backend.
+:class:`~latnas.schema.kernels.rules.FusionRules` (plus the timings), to review and
+write into ``latnas/schema/kernels/rules.py`` for a new backend.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from latnas.kernels.records import Kernel
-from latnas.kernels.rules import FusionRules, rules_for
+from latnas.schema.kernels.records import Kernel
+from latnas.schema.kernels.rules import FusionRules, rules_for
 from profilers.base import Backend, ProtocolConfig
 from profilers.kernels import KERNEL_CONFIG, OnnxItem, _session_item, require_onnx_backend
 from profilers.kernel_graphs import kernel_onnx

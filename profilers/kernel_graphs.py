@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from latnas.errors import UnknownNameError
-from latnas.kernels.records import Kernel
+from latnas.schema.errors import UnknownNameError
+from latnas.schema.kernels.records import Kernel
 
 OPSET = 17
 

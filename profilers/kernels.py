@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from latnas.errors import BackendUnavailable, LatnasError
-from latnas.kernels.records import ACTIVATIONS, Kernel, kernel_features
+from latnas.schema.errors import BackendUnavailable, LatnasError
+from latnas.schema.kernels.records import ACTIVATIONS, Kernel, kernel_features
 from profilers.base import Backend, ProtocolConfig
 from profilers.fingerprint import device_fingerprint
 from profilers.items import measurement_of
@@ -265,7 +265,7 @@ def _stored_medians(store, backend: str, fp: str) -> dict[str, float]:
 
 def onnx_file_item(backend_name: str, path: str | Path) -> OnnxItem:
     """A whole ONNX file (one static input) as an item: key = file name without ``.onnx``, its kernels in the spec."""
-    from latnas.kernels.graph import detect_kernels, load_onnx, model_input_shape
+    from latnas.schema.kernels.graph import detect_kernels, load_onnx, model_input_shape
 
     path = Path(path)
     model = load_onnx(path)

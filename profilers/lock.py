@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 
 LOCK_DIR_ENV = "LATNAS_LOCK_DIR"
 

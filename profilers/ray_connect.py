@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from latnas.errors import ExecutorUnavailable
+from latnas.schema.errors import ExecutorUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from latnas.errors import BackendUnavailable, LatnasError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, LatnasError
+from latnas.schema.spec import BlockSpec
 from profilers.base import BACKENDS, EXAMPLE_SEED, Backend, LatencyStats, Measurement, ProtocolConfig, example_input  # noqa: F401
 from profilers.fingerprint import device_fingerprint
 from profilers.lock import profiling_lock
@@ -102,7 +102,7 @@ def profile_block(
 
 def _space(space):
     if isinstance(space, str):
-        from latnas.spaces import get_space
+        from latnas.schema.spaces import get_space
 
         return get_space(space)
     return space

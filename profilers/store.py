@@ -38,7 +38,7 @@ Rows are keyed by device fingerprint: one file can hold several devices and
 runtimes side by side. A store opened for a device (``fingerprint=``) answers
 queries for that device by default. A file that is not SQLite, is corrupt, or
 is SQLite written by something else is refused with a one-line
-:class:`~latnas.errors.StoreError` and left untouched.
+:class:`~latnas.schema.errors.StoreError` and left untouched.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from latnas import safe_json
-from latnas.errors import LatnasError, StoreError
+from latnas.schema import safe_json
+from latnas.schema.errors import LatnasError, StoreError
 from profilers.base import LatencyStats, Measurement
 from profilers.store_records import (  # noqa: F401 (re-exported: the store's public names)
     _json_object,

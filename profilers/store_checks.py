@@ -2,7 +2,7 @@
 
 :mod:`profilers.store_schema` decides whether a file is ours (magic, app id,
 version, column names). This module refuses, with one
-:class:`~latnas.errors.StoreError` line and without writing anything, what
+:class:`~latnas.schema.errors.StoreError` line and without writing anything, what
 those checks let through:
 
 * a store path that is a symbolic link (writes would land wherever it points);
@@ -25,7 +25,7 @@ import stat
 from functools import lru_cache
 from pathlib import Path
 
-from latnas.errors import StoreError
+from latnas.schema.errors import StoreError
 from profilers.store_schema import _SCHEMA, APP_ID, SQLITE_MAGIC, _connect_ro
 
 #: the value types SQLite may hold under each declared column type

@@ -12,8 +12,8 @@ import sqlite3
 from dataclasses import asdict
 from typing import Any, Iterable
 
-from latnas import safe_json
-from latnas.errors import LatnasError, StoreError
+from latnas.schema import safe_json
+from latnas.schema.errors import LatnasError, StoreError
 from profilers.base import LatencyStats, Measurement
 from profilers.store_schema import DEFAULT_LAYOUT, DEFAULT_PRECISION, LEGACY_PROTOCOL, STAT_FIELDS
 

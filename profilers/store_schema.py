@@ -16,7 +16,7 @@ import stat
 from dataclasses import fields
 from pathlib import Path
 
-from latnas.errors import StoreError
+from latnas.schema.errors import StoreError
 from profilers.config import LatencyStats
 
 logger = logging.getLogger("profilers.store")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from latnas.latency_table import LatencyTable
+from latnas.schema.latency_table import LatencyTable
 
 
 def synthetic_table(space, seed: int = 0, knots: bool = True, unit: str = "ms", device: str = "onnxruntime-cpu-test") -> LatencyTable:

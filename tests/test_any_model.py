@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 import latnas  # noqa: E402
 from latnas.cli.main import main  # noqa: E402
-from latnas.errors import DataError, PredictorFileError, UnknownNameError  # noqa: E402
+from latnas.schema.errors import DataError, PredictorFileError, UnknownNameError  # noqa: E402
 
 from test_kernels_profile import Tiny, toy_store  # noqa: E402
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from latnas.cli.main import main
-from latnas.errors import DataError
-from latnas.spaces import get_space
+from latnas.schema.errors import DataError
+from latnas.schema.spaces import get_space
 from predictors.synthetic import synthetic_arch_table, write_arch_csv
 from profilers.fingerprint import device_fingerprint
 from profilers.runner import get_backend

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from latnas.cli.main import main
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.synthetic import synthetic_arch_table, write_arch_csv
 
 
@@ -247,7 +247,7 @@ def test_runner_keeps_a_row_written_meanwhile_and_force_replaces(tmp_path):
     """No silent overwrite: a row another writer stored while we measured is kept and reported; force replaces."""
     from dataclasses import replace as dc_replace
 
-    from latnas.spec import BlockSpec
+    from latnas.schema.spec import BlockSpec
     from profilers import ProfileStore, profile_blocks
     from profilers.backends.torch_cpu import TorchCPUBackend
     from profilers.base import Measurement, ProtocolConfig

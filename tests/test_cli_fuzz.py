@@ -21,7 +21,7 @@ import pytest
 import typer
 
 from latnas.cli.main import MAX_MESSAGE, _register_all, app, main
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.synthetic import synthetic_arch_table, write_arch_csv
 
 ARCH = "0" * 22

@@ -116,10 +116,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_graph_sees_known_edges():
     graph = import_graph()
-    assert "latnas.opdef" in graph["latnas.spec"]
-    assert "latnas.spec" in graph["latnas.ops"]
-    assert "latnas.branches" in graph["latnas.spaces.repnas"]
-    assert "latnas.spaces.fbnet" in graph["latnas.spaces"]  # `from latnas.spaces import fbnet`
+    assert "latnas.schema.opdef" in graph["latnas.schema.spec"]
+    assert "latnas.schema.spec" in graph["latnas.schema.ops"]
+    assert "latnas.schema.branches" in graph["latnas.schema.spaces.repnas"]
+    assert "latnas.schema.spaces.fbnet" in graph["latnas.schema.spaces"]  # `from latnas.schema.spaces import fbnet`
 
 
 def test_find_cycle_detects_a_cycle():
@@ -140,24 +140,24 @@ def test_no_import_cycles_through_function_level_imports():
 
 
 def test_lazy_graph_sees_function_level_imports(tmp_path):
-    tree = ast.parse("import os\ndef f():\n    import latnas.errors\nif TYPE_CHECKING:\n    import latnas.spec\n")
+    tree = ast.parse("import os\ndef f():\n    import latnas.schema.errors\nif TYPE_CHECKING:\n    import latnas.schema.spec\n")
     names = {a.name for n in _all_imports(tree) for a in n.names}
-    assert names == {"os", "latnas.errors"}
+    assert names == {"os", "latnas.schema.errors"}
 
 
 def test_schema_does_not_import_torch_blocks():
     graph = import_graph()
-    for name in ("latnas.spec", "latnas.opdef", "latnas.branches", "latnas.spaces.repnas", "latnas.spaces.base"):
-        assert not {m for m in graph[name] if m.startswith(("latnas.blocks", "latnas.ops"))}, name
+    for name in ("latnas.schema.spec", "latnas.schema.opdef", "latnas.schema.branches", "latnas.schema.spaces.repnas", "latnas.schema.spaces.base"):
+        assert not {m for m in graph[name] if m.startswith(("latnas.schema.blocks", "latnas.schema.ops"))}, name
 
 
 def test_spec_never_imports_ops_even_lazily():
-    """spec -> opdef <- ops is one-way: no import of latnas.ops anywhere in spec.py, functions included."""
-    tree = ast.parse((ROOT / "latnas" / "spec.py").read_text())
+    """spec -> opdef <- ops is one-way: no import of latnas.schema.ops anywhere in spec.py, functions included."""
+    tree = ast.parse((ROOT / "latnas" / "schema" / "spec.py").read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "latnas.opdef" in imported
-    assert not {m for m in imported if m and m.startswith(("latnas.ops", "latnas.blocks", "torch"))}
+    assert "latnas.schema.opdef" in imported
+    assert not {m for m in imported if m and m.startswith(("latnas.schema.ops", "latnas.schema.blocks", "torch"))}
 
 
 def _loads_torch(code: str) -> bool:
@@ -170,11 +170,11 @@ def _loads_torch(code: str) -> bool:
 
 
 @pytest.mark.parametrize("code", [
-    "import latnas.errors",
+    "import latnas.schema.errors",
     "import latnas",
-    "from latnas.spec import BlockSpec; BlockSpec('conv', 3, 8, 8, 8).key",
-    "import latnas.branches",
-    "from latnas.features import BlockCost",
+    "from latnas.schema.spec import BlockSpec; BlockSpec('conv', 3, 8, 8, 8).key",
+    "import latnas.schema.branches",
+    "from latnas.schema.features import BlockCost",
     "import latnas.cli.main",
     "from latnas.cli.main import main; main(['--help'])",
     "from latnas.cli.main import main; main(['version'])",
@@ -188,8 +188,8 @@ def test_building_a_block_still_loads_the_builtin_ops():
 
 
 def test_one_export_error_class():
-    """latnas.errors owns ExportError; the export and runtimes layers re-use that one class."""
-    from latnas.errors import ExportError, LatnasError
+    """latnas.schema.errors owns ExportError; the export and runtimes layers re-use that one class."""
+    from latnas.schema.errors import ExportError, LatnasError
 
     assert issubclass(ExportError, LatnasError)
     assert str(ExportError("a\n  b")) == "a b"
@@ -199,13 +199,13 @@ def test_one_export_error_class():
 
 
 def test_cli_modules_import_only_light_modules_at_top_level():
-    """CLI modules load typer/rich/stdlib/latnas.errors at import; everything heavy inside the commands."""
+    """CLI modules load typer/rich/stdlib/latnas.schema.errors at import; everything heavy inside the commands."""
     allowed = set(sys.stdlib_module_names) | {"__future__", "typer", "rich", "click"}
     for path in sorted((ROOT / "latnas" / "cli").glob("*.py")):
         for node in _top_level_imports(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for name in names:
-                ok = name.split(".")[0] in allowed or name == "latnas.errors" or name.startswith("latnas.cli")
+                ok = name.split(".")[0] in allowed or name == "latnas.schema.errors" or name.startswith("latnas.cli")
                 assert ok, f"{path.name}: top-level import of {name} (import it inside the command)"
 
 

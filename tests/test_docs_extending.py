@@ -25,7 +25,7 @@ def _run(code: str) -> str:
 
 def test_predictor_example_trains_saves_loads_and_compiles(tmp_path):
     code = _block("## Adding a predictor") + textwrap.dedent(f"""
-        from latnas.spaces import get_space
+        from latnas.schema.spaces import get_space
         from predictors.persistence import load_predictor, save_predictor
         from predictors.compile import compile_predictor
         from predictors.train import make_arch_model
@@ -46,10 +46,10 @@ def test_predictor_example_trains_saves_loads_and_compiles(tmp_path):
 
 def test_search_algorithm_example_runs_under_a_budget():
     code = _block("## Adding a search algorithm") + textwrap.dedent("""
-        from latnas.latency_table import flops_table
+        from latnas.schema.latency_table import flops_table
         from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, minimize
         from latnas.search.scorers import ScorerConfig, make_scorer
-        from latnas.spaces import get_space
+        from latnas.schema.spaces import get_space
 
         space = get_space("nb201")
         table = flops_table(space)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 from latnas.executors import ExecutorUnavailable, LocalExecutor, ParallelScorer, chunked, get_executor
-from latnas.spec import BlockSpec
+from latnas.schema.spec import BlockSpec
 from profilers.base import BACKENDS, Backend, LatencyStats, ProtocolConfig, register_backend
 from profilers.fleet import FleetDevice, load_fleet, profile_fleet
 from profilers.store import ProfileStore
@@ -204,7 +204,7 @@ def test_ray_executor_keeps_order_and_reports_errors(ray_session):
 
 
 def test_search_results_equal_on_local_and_1_or_2_ray_workers(ray_session):
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
     from latnas.search import SearchContext, run_algorithm
     from search_helpers import synthetic_table
 
@@ -259,7 +259,7 @@ def test_two_devices_profile_concurrently_one_measurement_each_at_a_time(ray_ses
 
 
 def test_agents_reached_directly_from_threads_blocks_and_models(agents, tmp_path):
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     space = get_space("fbnet")
     archs = space.random_archs(3, rng=0)
@@ -308,7 +308,7 @@ def test_missing_device_resource_is_one_line(ray_session, tmp_path):
 def test_fleet_cli_helper_profiles_a_fleet_file_directly(agents, tmp_path, capsys):
     from latnas.cli.executor_options import check_executor_options
     from latnas.cli.fleet_cmd import run_fleet_profile
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     with pytest.raises(LatnasError, match="--executor must be one of local, ray; got 'spark'"):
         check_executor_options("spark")

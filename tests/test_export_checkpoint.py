@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from latnas import get_space
-from latnas.blocks import DiverseBranchBlock
+from latnas.schema.blocks import DiverseBranchBlock
 from latnas.export import ExportError, load_checkpoint
 from latnas.reparam import reparameterize_model
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from latnas.blocks import DiverseBranchBlock
+from latnas.schema.blocks import DiverseBranchBlock
 from latnas.export import ExportError, export_model, read_sidecar
 from latnas.export.executorch import export_executorch
 from latnas.reparam import reparameterize_model

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from latnas.blocks import DiverseBranchBlock
+from latnas.schema.blocks import DiverseBranchBlock
 from latnas.export import ExportError, export_model, read_sidecar
 from latnas.export.onnx import export_onnx, onnx_node_count
 from latnas.reparam import reparameterize_model

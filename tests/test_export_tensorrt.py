@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from latnas.blocks import DiverseBranchBlock
-from latnas.errors import BackendUnavailable
+from latnas.schema.blocks import DiverseBranchBlock
+from latnas.schema.errors import BackendUnavailable
 from latnas.export import export_model
 from latnas.export.tensorrt import export_tensorrt, tensorrt_available
 

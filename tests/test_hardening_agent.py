@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from latnas.spec import BlockSpec
+from latnas.schema.spec import BlockSpec
 from profilers.base import BACKENDS, Backend, register_backend
 from profilers.remote import AgentLimits, make_server, start_in_thread
 

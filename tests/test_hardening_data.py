@@ -44,7 +44,7 @@ def test_data_folder_with_a_symlink_loop_loads_without_following_it(tmp_path):
 
 
 def test_bad_checkpoints_refused_and_never_run(stored, env, tmp_path, capsys):  # noqa: F811
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     sp = get_space("fbnet")
     state = sp.build(sp.parse_arch(ARCH)).state_dict()

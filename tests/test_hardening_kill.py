@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.synthetic import synthetic_arch_table, write_arch_csv
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 nn = torch.nn
 
-from latnas.errors import DataError, LatnasError, ShapeError, UnknownNameError  # noqa: E402
-from latnas.kernels import detect_kernels, rules_for  # noqa: E402
+from latnas.schema.errors import DataError, LatnasError, ShapeError, UnknownNameError  # noqa: E402
+from latnas.schema.kernels import detect_kernels, rules_for  # noqa: E402
 
 
 class SE(nn.Module):
@@ -169,7 +169,7 @@ def test_module_that_does_not_export_is_one_line():
 def test_fusions_detected_by_timing_pairs(monkeypatch, tmp_path):
     """ORT CPU fuses Relu into a conv (its FusedConv): the pair costs about the conv alone."""
     pytest.importorskip("onnxruntime")
-    from latnas.kernels import FusionRules
+    from latnas.schema.kernels import FusionRules
     from profilers.kernel_fusion import CANDIDATE_ACTS, detect_fusions
     from profilers.runner import get_backend
 

@@ -10,7 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 from latnas.cli.main import main  # noqa: E402
-from latnas.kernels import Kernel, detect_kernels  # noqa: E402
+from latnas.schema.kernels import Kernel, detect_kernels  # noqa: E402
 from profilers.kernel_graphs import kernel_onnx  # noqa: E402
 from profilers.kernels import SAMPLES, neighbour, sample_kernel  # noqa: E402
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from latnas.cli.main import main
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.synthetic import synthetic_arch_table, synthetic_block_records, write_arch_csv
 
 KEYS = ("within_5pct", "within_10pct", "rmspe", "mape", "kendall", "spearman", "n")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latnas.errors import LatnasError, PredictorFileError
-from latnas.spaces import get_space
+from latnas.schema.errors import LatnasError, PredictorFileError
+from latnas.schema.spaces import get_space
 from predictors.base import state_float
 from predictors.block_models import BlockSumPredictor
 from predictors.compile import compile_predictor, linear_table

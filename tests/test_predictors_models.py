@@ -6,8 +6,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from latnas.errors import DataError
-from latnas.spaces import get_space
+from latnas.schema.errors import DataError
+from latnas.schema.spaces import get_space
 from predictors.block_models import BlockSumPredictor, LookupTableSum, PerOpRandomForest
 from predictors.data import load_block_table
 from predictors.features import BLOCK_FEATURE_NAMES, arch_feature_names, arch_features, block_features
@@ -102,7 +102,7 @@ def test_bad_archs_are_one_line_errors(table):
 
 
 def test_registry_unknown_name():
-    from latnas.errors import UnknownNameError
+    from latnas.schema.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="known"):
         PREDICTORS.get("nope")

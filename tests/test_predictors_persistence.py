@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from latnas.errors import PredictorFileError
-from latnas.latency_table import LatencyTable
-from latnas.spaces import get_space
+from latnas.schema.errors import PredictorFileError
+from latnas.schema.latency_table import LatencyTable
+from latnas.schema.spaces import get_space
 from predictors.block_models import BlockSumPredictor, PerOpRandomForest
 from predictors.compile import compile_predictor
 from predictors.data import load_block_table

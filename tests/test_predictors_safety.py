@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from latnas.errors import PredictorFileError
-from latnas.spaces import get_space
+from latnas.schema.errors import PredictorFileError
+from latnas.schema.spaces import get_space
 from predictors.block_models import BlockSumPredictor, PerOpRandomForest
 from predictors.data import load_block_table
 from predictors.features import block_features

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from latnas.cli.main import main
-from latnas.errors import DataError
-from latnas.spaces import get_space
+from latnas.schema.errors import DataError
+from latnas.schema.spaces import get_space
 from predictors.data import load_arch_table
 from predictors.synthetic import synthetic_arch_table
 from predictors.train import train_arch_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.data import find_fbnet_csv, load_arch_table
 from predictors.metrics import latency_metrics
 from predictors.models import OneHotRidge

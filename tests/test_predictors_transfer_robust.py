@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latnas.errors import DataError
-from latnas.spaces import get_space
+from latnas.schema.errors import DataError
+from latnas.schema.spaces import get_space
 from predictors.data import ArchTable
 from predictors.liveness import LiveDeadRidge, live_dead_design
 from predictors.metrics import latency_metrics

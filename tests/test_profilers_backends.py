@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from latnas.errors import BackendUnavailable, UnknownNameError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, UnknownNameError
+from latnas.schema.spec import BlockSpec
 from profilers import ProfileStore, measure, available_backends, get_backend, profile_block, profile_blocks, profile_model
 from profilers.base import ProtocolConfig
 from profilers.backends.torch_cpu import TorchCPUBackend

@@ -13,8 +13,8 @@ import itertools
 import pytest
 import torch
 
-from latnas.errors import BackendUnavailable
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable
+from latnas.schema.spec import BlockSpec
 from profilers.backends.tensorrt import TRT_MISSING_REASON, EngineOptions, TensorRTBackend, default_timing_cache_path
 from profilers.backends.torch_cuda import NO_GPU_REASON, TorchCUDABackend, measure_self_timed
 from profilers.base import ProtocolConfig
@@ -317,7 +317,7 @@ def test_build_errors_are_one_line(fake_trt, tmp_path):
 
 def test_timing_cache_is_never_a_caller_path():
     """Issue 14: a remote client must not choose a file the backend writes."""
-    from latnas.errors import LatnasError
+    from latnas.schema.errors import LatnasError
 
     for bad in ("/etc/passwd", "../x.cache", 3):
         with pytest.raises(ValueError, match="runtime's own"):

@@ -211,7 +211,7 @@ def test_thread_cpu_call_times_work_on_this_thread_and_falls_back_when_it_sleeps
 def test_backends_refuse_an_unknown_clock_and_report_the_clock_used():
     pytest.importorskip("onnxruntime")
     from profilers.runner import get_backend
-    from latnas.errors import BackendUnavailable
+    from latnas.schema.errors import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="unknown clock"):
         get_backend("onnxruntime", clock="tsc")

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 import torch
 
-from latnas.errors import BackendUnavailable, DataError, LatnasError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, DataError, LatnasError
+from latnas.schema.spec import BlockSpec
 from profilers.base import BACKENDS, Backend, LatencyStats, ProtocolConfig, register_backend
 from profilers.fingerprint import device_fingerprint, fingerprint_hash
 from profilers.remote import (
@@ -501,7 +501,7 @@ def test_backend_options_are_passed_and_checked(agent):
 
 
 def test_whole_models_through_remote_backend(agent, tmp_path):
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
     from profilers.runner import model_key, profile_models
     from profilers.store import ProfileStore
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from latnas.spec import BlockSpec
+from latnas.schema.spec import BlockSpec
 from profilers.protocol import QUICK_CONFIG, AmortizedCall, calls_per_sample, measure
 
 HAS_ET = importlib.util.find_spec("executorch") is not None

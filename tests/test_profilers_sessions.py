@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from profilers.base import Backend, LatencyStats, ProtocolConfig
 from profilers.protocol import check_config, summarize
 from profilers.runner import profile_blocks

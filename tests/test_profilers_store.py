@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from latnas.errors import StoreError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import StoreError
+from latnas.schema.spec import BlockSpec
 from profilers.base import Measurement
 from profilers.protocol import summarize
 from profilers.store import ProfileStore, records_to_measurements

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import latnas
-from latnas.blocks import BRANCH_NAMES, DiverseBranchBlock
-from latnas.errors import LatnasError, ShapeError, UnknownNameError
+from latnas.schema.blocks import BRANCH_NAMES, DiverseBranchBlock
+from latnas.schema.errors import LatnasError, ShapeError, UnknownNameError
 from latnas.reparam import reparameterize_model
-from latnas.spec import BlockSpec
+from latnas.schema.spec import BlockSpec
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latnas.blocks import DiverseBranchBlock
+from latnas.schema.blocks import DiverseBranchBlock
 from latnas.reparam import reparameterize_model
 
 torch.set_num_threads(1)

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from latnas import get_space, reparameterize_model
-from latnas.blocks import DiverseBranchBlock
-from latnas.errors import LatnasError
-from latnas.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY, SEARCHABLE_BRANCHES, branches_choice, choice_branches
+from latnas.schema.blocks import DiverseBranchBlock
+from latnas.schema.errors import LatnasError
+from latnas.schema.spaces.repnas import FOUR_BRANCH_DBB, KXK_ONLY, SEARCHABLE_BRANCHES, branches_choice, choice_branches
 
 torch.set_num_threads(1)
 

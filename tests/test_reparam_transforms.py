@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latnas.errors import ShapeError
+from latnas.schema.errors import ShapeError
 from latnas.reparam import (
     add_branches,
     avgpool_kernel,

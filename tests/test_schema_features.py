@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from latnas import BlockSpec, LatencyTable, block_cost, flops_table, get_space
-from latnas.errors import PredictorFileError
+from latnas.schema.errors import PredictorFileError
 
 
 def test_conv_cost_matches_hand_count():

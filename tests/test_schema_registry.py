@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from latnas.branches import BRANCH_NAMES, fitting_branches, format_branches, parse_branches
-from latnas.errors import UnknownNameError
-from latnas.opdef import BUILTIN_OP_MODULES, OPS, get_op
-from latnas.registry import Registry
+from latnas.schema.branches import BRANCH_NAMES, fitting_branches, format_branches, parse_branches
+from latnas.schema.errors import UnknownNameError
+from latnas.schema.opdef import BUILTIN_OP_MODULES, OPS, get_op
+from latnas.schema.registry import Registry
 
 
 def test_loader_runs_once_before_the_first_lookup():
@@ -30,14 +30,14 @@ def test_get_op_loads_every_builtin_op():
     for name in ("conv", "mbconv", "skip", "classifier", "dbb"):
         assert get_op(name).name == name
     assert set(OPS.names()) >= {"conv", "mbconv", "skip", "classifier", "dbb"}
-    assert BUILTIN_OP_MODULES[0] == "latnas.ops"
+    assert BUILTIN_OP_MODULES[0] == "latnas.schema.ops"
 
 
 def test_ops_module_reexports_the_one_registry():
-    import latnas.ops
-    import latnas.opdef
+    import latnas.schema.ops
+    import latnas.schema.opdef
 
-    assert latnas.ops.OPS is latnas.opdef.OPS and latnas.ops.OpDef is latnas.opdef.OpDef
+    assert latnas.schema.ops.OPS is latnas.schema.opdef.OPS and latnas.schema.ops.OpDef is latnas.schema.opdef.OpDef
 
 
 @pytest.mark.parametrize("mask, expected", [
@@ -65,7 +65,7 @@ def test_fitting_branches_only_adds_id_when_the_shape_is_kept():
 def test_named_decorator_and_create_with_one_line_error():
     import pytest
 
-    from latnas.registry import Registry
+    from latnas.schema.registry import Registry
 
     class Boom(Exception):
         pass

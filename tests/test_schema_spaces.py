@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from latnas import BlockSpec, build_model, get_space
-from latnas.errors import DataError, ShapeError, UnknownNameError
-from latnas.spaces import SPACES
+from latnas.schema.errors import DataError, ShapeError, UnknownNameError
+from latnas.schema.spaces import SPACES
 
 
 def _readme_table(readme: str) -> dict[str, list[int]]:

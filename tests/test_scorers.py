@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from latnas.errors import DataError, UnknownNameError
-from latnas.latency_table import flops_table
+from latnas.schema.errors import DataError, UnknownNameError
+from latnas.schema.latency_table import flops_table
 from latnas.search.data import load_data
 from latnas.search.scorers import SCORERS, ScorerConfig, make_scorer
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 BUILTIN = ("flops", "naswot", "params", "rwe", "synflow", "table")
 NB201_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_accuracy_latency.csv"

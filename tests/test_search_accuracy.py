@@ -9,11 +9,11 @@ import pytest
 from scipy.stats import spearmanr
 
 from latnas.cli.main import main
-from latnas.errors import PredictorFileError
+from latnas.schema.errors import PredictorFileError
 from latnas.search.accuracy_train import read_accuracy_table, train_accuracy
 from latnas.search.scorers import ScorerConfig, make_scorer
 from latnas.search.scorers.predictor import PredictorScorer
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.accuracy import AccuracyPredictor
 from predictors.accuracy_io import load_accuracy_predictor, save_accuracy_predictor
 

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search import Budget, SearchContext, run_algorithm
 from latnas.search.checkpoint import CHECKPOINT_NAME
 from latnas.search.hournas import cheapest_choices, shrink_mask
 from latnas.search.nse import grow_subset, initial_subset
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import CountingScorer, synthetic_table
 

@@ -6,8 +6,8 @@ from dataclasses import FrozenInstanceError
 import numpy as np
 import pytest
 
-from latnas.errors import DataError, UnknownNameError
-from latnas.latency_table import flops_table
+from latnas.schema.errors import DataError, UnknownNameError
+from latnas.schema.latency_table import flops_table
 from latnas.search import (
     ALGORITHMS,
     Budget,
@@ -18,7 +18,7 @@ from latnas.search import (
     minimize,
     run_algorithm,
 )
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import CountingScorer, synthetic_table
 

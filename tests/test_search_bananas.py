@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search import ALGORITHMS, Budget, SearchProblem, Termination, minimize
 from latnas.search.bananas import expected_improvement
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import synthetic_table
 

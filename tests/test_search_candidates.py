@@ -9,7 +9,7 @@ from latnas.search.candidates import (
     all_archs, cheapest_arch, feasible_archs, feasible_pool, fill_archs, space_size,
 )
 from latnas.search.problem import ArchEvaluator
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import CountingScorer, synthetic_table
 

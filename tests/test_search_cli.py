@@ -10,8 +10,8 @@ import pytest
 
 from latnas.cli.main import main
 from latnas.search.budget import Budget, parse_budget
-from latnas.spaces import get_space
-from latnas.errors import DataError
+from latnas.schema.spaces import get_space
+from latnas.schema.errors import DataError
 
 from search_helpers import synthetic_table
 
@@ -157,7 +157,7 @@ def test_cli_accepts_saved_predictor_folder(tmp_path, capsys):
 
 def test_option_pass_through_keeps_strings_and_validates():
     from latnas.cli.search_cmd import parse_options
-    from latnas.errors import DataError
+    from latnas.schema.errors import DataError
 
     assert parse_options(["epochs=2", "tau=1.5", "hard=true", "name=abc"]) == {
         "epochs": "2", "tau": "1.5", "hard": "true", "name": "abc"}

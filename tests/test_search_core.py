@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search import Budget, SearchContext, run_algorithm
 from latnas.search.data import load_data
 from latnas.search.problem import (
@@ -16,7 +16,7 @@ from latnas.search.problem import (
     repair_to_mask,
 )
 from latnas.search.rwe import RWEConfig, RWEScorer, linear_probe_accuracy
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import CountingScorer, synthetic_table
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from latnas.errors import DataError
-from latnas.latency_table import LatencyTable
+from latnas.schema.errors import DataError
+from latnas.schema.latency_table import LatencyTable
 from latnas.search import Budget, SearchContext, SearchData, run_algorithm
 from latnas.search.dnas import DNAS
 from latnas.search.options import options_from
@@ -17,7 +17,7 @@ from latnas.search.supernet import (
     expected_latency,
     greedy_fit_budget,
 )
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 torch.set_num_threads(1)
 
@@ -236,7 +236,7 @@ def test_tiny_run_single_path_without_stage_search():
 
 @pytest.mark.slow
 def test_supernet_learns_digits_and_latency_falls():
-    from latnas.latency_table import flops_table
+    from latnas.schema.latency_table import flops_table
     from latnas.search.data import load_data
 
     space = get_space("fbnet")

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latnas.errors import DataError
-from latnas.latency_table import LatencyTable, flops_table
+from latnas.schema.errors import DataError
+from latnas.schema.latency_table import LatencyTable, flops_table
 from latnas.search import Budget, SearchContext, SearchData, run_algorithm
 from latnas.search.hdas import fit_budget, gumbel_hard
 from latnas.search.hdas_net import (
@@ -20,7 +20,7 @@ from latnas.search.hdas_net import (
     hdas_expected_latency,
     window_inputs,
 )
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 torch.set_num_threads(1)
 

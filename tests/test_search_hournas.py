@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latnas.latency_table import flops_table
+from latnas.schema.latency_table import flops_table
 from latnas.search import Budget, SearchProblem, Termination, minimize
 from latnas.search.algorithm import ALGORITHMS
 from latnas.search.hournas import (feasible_share, identity_choice, shrink_mask, shrink_to_share, vital_layers,
                                    vital_space_mask)
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import CountingScorer, synthetic_table
 

@@ -6,7 +6,7 @@ import pytest
 
 from latnas.search import Budget, SearchProblem, Termination, minimize
 from latnas.search.algorithm import ALGORITHMS
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 from search_helpers import synthetic_table
 from test_search_hournas import FakeOneShot

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from latnas.errors import DataError
-from latnas.latency_table import LatencyTable
+from latnas.schema.errors import DataError
+from latnas.schema.latency_table import LatencyTable
 from latnas.reparam import reparameterize_model
 from latnas.search import Budget, SearchContext, SearchData, run_algorithm
 from latnas.search.repnas import (
@@ -20,8 +20,8 @@ from latnas.search.repnas import (
     selected_ste_mask,
     topk_mask,
 )
-from latnas.spaces import get_space
-from latnas.spaces.repnas import SEARCHABLE_BRANCHES
+from latnas.schema.spaces import get_space
+from latnas.schema.spaces.repnas import SEARCHABLE_BRANCHES
 
 torch.set_num_threads(1)
 
@@ -228,7 +228,7 @@ def test_budget_drops_least_important_branches_and_other_spaces_are_refused():
 
 @pytest.mark.slow
 def test_search_learns_digits_and_fused_model_keeps_accuracy():
-    from latnas.latency_table import flops_table
+    from latnas.schema.latency_table import flops_table
     from latnas.search.data import load_data
 
     space = get_space("repnas")

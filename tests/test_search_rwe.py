@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from latnas.errors import DataError, LatnasError
+from latnas.schema.errors import DataError, LatnasError
 from latnas.search.base import SearchData
 from latnas.search.rwe import RWEConfig, RWEScorer, linear_probe_accuracy, rwe_key, softmax_probe_accuracy
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 torch.set_num_threads(1)
 

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.base import SearchData
 from latnas.search.oneshot import NetConfig, SupernetConfig, SupernetScorer, TrainConfig, build_supernet, sample_path
 from latnas.search.oneshot.net import NB201Supernet, normalise_path
 from latnas.search.oneshot.store import load_state
 from latnas.search.oneshot.train import train_paths
 from latnas.search.scorers import ScorerConfig, make_scorer
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 
 SPACES = ["fbnet", "nb201", "repnas"]
 TINY_NET = NetConfig(width_mult=0.125, head_channels=16, cells_per_stage=1, nb201_channels=4)

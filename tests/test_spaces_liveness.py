@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latnas.blocks.nb201 import NB201_EDGES
-from latnas.spaces import get_space
+from latnas.schema.blocks.nb201 import NB201_EDGES
+from latnas.schema.spaces import get_space
 
 NB201_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_accuracy_latency.csv"
 

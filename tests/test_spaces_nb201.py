@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from latnas.errors import DataError, LatnasError
-from latnas.latency_table import flops_table
-from latnas.spaces import get_space
+from latnas.schema.errors import DataError, LatnasError
+from latnas.schema.latency_table import flops_table
+from latnas.schema.spaces import get_space
 from predictors.features import arch_totals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_shapes_and_structure(space):
 @pytest.mark.parametrize("arch", ["000000", "100000", "010030", "333000"])
 def test_cell_cut_off_from_input_outputs_zeros(space, arch):
     # node 3 only receives "none" edges (or edges from nodes that do): every cell outputs zeros
-    from latnas.blocks.nb201 import NB201Cell
+    from latnas.schema.blocks.nb201 import NB201Cell
 
     cell = NB201Cell(space.parse_arch(arch), 16)
     out = cell(torch.randn(2, 16, 8, 8))
@@ -81,7 +81,7 @@ def test_cell_cut_off_from_input_outputs_zeros(space, arch):
 
 def test_cell_sums_edges(space):
     # "skip_connect" on every edge: n1 = x, n2 = 2x, n3 = x + x + 2x = 4x
-    from latnas.blocks.nb201 import NB201Cell
+    from latnas.schema.blocks.nb201 import NB201Cell
 
     x = torch.randn(1, 16, 4, 4)
     torch.testing.assert_close(NB201Cell((1,) * 6, 16)(x), 4 * x)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from latnas.cli.main import main
-from latnas.spaces import get_space
+from latnas.schema.spaces import get_space
 from predictors.synthetic import synthetic_arch_table, write_arch_csv
 
 

@@ -33,7 +33,7 @@ def train_accuracy(
     """Fit an accuracy predictor on K trained archs; `latnas search --score-model` uses it."""
     from latnas.search.accuracy_train import train_accuracy as fit
     from latnas.search.scorers.proxies import parse_proxies
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     check_output(output, "-o", kind="dir")  # before any work: nothing is written on a refusal
     check_input_file(table, "--table")

@@ -55,7 +55,7 @@ def info_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the agent's full JSON reply."),
 ) -> None:
     """Show an agent's backends and device fingerprint."""
-    from latnas.errors import BackendUnavailable, LatnasError
+    from latnas.schema.errors import BackendUnavailable, LatnasError
     from profilers.remote import TOKEN_ENV, URL_ENV, AgentClient, read_token_file
 
     url = url or os.environ.get(URL_ENV)

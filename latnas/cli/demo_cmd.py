@@ -25,7 +25,7 @@ from rich.console import Console
 
 from latnas.cli.validate import (MAX_EVALS, MAX_MODELS, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, check_output,
                                  check_search_resources)
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 
 console = Console()
 
@@ -57,7 +57,7 @@ SUMMARY_KEYS = ("algo", "space", "budget", "evals", "chosen", "chosen_arch_str",
 
 def search_summary(result_json: Path) -> dict | None:
     """The headline of a search's ``result.json`` (None when the search wrote none), plus the top of its front."""
-    from latnas.safe_json import load
+    from latnas.schema.safe_json import load
 
     if not result_json.is_file():
         return None

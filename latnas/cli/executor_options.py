@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latnas.cli.validate import check_choice, check_input_file
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 
 EXECUTORS = ("local", "ray")
 MAX_WORKERS = 100_000

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from latnas.cli.validate import MAX_BATCH, MAX_SEED, check_input_file, check_output
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 
 
 def _fmt_parity(result) -> str:
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         from latnas.export import ExportError, export_model, load_checkpoint
         from latnas.export.common import check_finite_output
         from latnas.export.pipeline import parse_formats
-        from latnas.spaces import get_space
+        from latnas.schema.spaces import get_space
 
         names = parse_formats(formats)
         if precision not in ("fp32", "fp16"):

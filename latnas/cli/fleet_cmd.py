@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latnas.errors import NothingSucceeded
+from latnas.schema.errors import NothingSucceeded
 
 
 def fleet_devices(fleet: Path | None, backend: str):

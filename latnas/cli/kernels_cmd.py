@@ -18,7 +18,7 @@ from typing import Optional
 import typer
 
 from latnas.cli.validate import MAX_SEED, MAX_THREADS, check_input_file, check_output, check_threads, split_names
-from latnas.errors import DataError, NothingSucceeded
+from latnas.schema.errors import DataError, NothingSucceeded
 
 kernels_app = typer.Typer(help="Kernel-level profiles: latency of any model (nn-Meter style).", no_args_is_help=True)
 
@@ -70,7 +70,7 @@ def detect(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per kernel."),
 ) -> None:
     """List the kernels a runtime would execute for an ONNX model."""
-    from latnas.kernels import detect_kernels
+    from latnas.schema.kernels import detect_kernels
 
     check_input_file(model, "MODEL")
     for k in detect_kernels(model, backend):
@@ -116,7 +116,7 @@ def profile_onnx(onnx: Path, backend: str, store: Path, config, force: bool, wai
     from profilers.runner import get_backend
     from profilers.store import ProfileStore
 
-    from latnas.kernels.graph import load_onnx, model_input_shape
+    from latnas.schema.kernels.graph import load_onnx, model_input_shape
 
     check_input_file(onnx, "--onnx", max_bytes=2 << 30)
     model_input_shape(load_onnx(onnx))  # a bad file is refused before the store is created

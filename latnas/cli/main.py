@@ -21,7 +21,7 @@ try:  # typer vendors its own click; its exceptions are the ones raised
 except ImportError:  # older typer on the real click
     from click import exceptions as click_exc
 
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 
 MAX_MESSAGE = 300  # characters of an error message shown (a 1 MB bad value is not echoed back)
 

@@ -19,7 +19,7 @@ import typer
 
 from latnas.cli.validate import (MAX_ESTIMATORS, MAX_N_TRAIN, MAX_SEED, check_choice, check_input_file, check_output,
                                  read_text_lines, split_names)
-from latnas.errors import DataError, UnknownNameError
+from latnas.schema.errors import DataError, UnknownNameError
 
 
 def _clean(obj):
@@ -143,7 +143,7 @@ def eval_(
         check_output(plots, "--plots", kind="dir")
     est, meta = load_predictor(model_dir, space=space)
     if meta.get("target") not in (None, target):
-        from latnas.errors import PredictorFileError
+        from latnas.schema.errors import PredictorFileError
 
         raise PredictorFileError(f"model {model_dir} was trained for {meta.get('target')!r}, not {target!r}")
     tab = load_arch_table(table, space_of(meta["space"]), arch_column)

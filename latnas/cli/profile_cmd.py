@@ -17,7 +17,7 @@ import typer
 from latnas.cli.executor_options import check_executor_options
 from latnas.cli.validate import (MAX_BATCH, MAX_LIMIT, MAX_MODELS, MAX_SEED, MAX_SESSIONS, MAX_THREADS, check_output,
                                  check_threads)
-from latnas.errors import DataError, NothingSucceeded, ShapeError, StoreError
+from latnas.schema.errors import DataError, NothingSucceeded, ShapeError, StoreError
 
 profiles_app = typer.Typer(help="Inspect and export profile stores.", no_args_is_help=True)
 
@@ -105,7 +105,7 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
     from profilers import ProfileStore, get_backend, profile_blocks, profile_models, require_available
 
     if batch < 1:

@@ -58,7 +58,7 @@ def search(
     check_search_resources(evals, n_train, n_val, resolution, workers)  # GBs or days of work: refused now
     parse_budget(budget)  # a bad budget is an error now, not after the predictor loads
     if evals < 1:
-        from latnas.errors import DataError
+        from latnas.schema.errors import DataError
 
         raise DataError(f"--evals must be an integer >= 1, got {evals}")
     console = Console(stderr=True)
@@ -121,7 +121,7 @@ def parse_options(items: list[str]) -> dict[str, str]:
 
     Values stay strings: each algorithm converts them by its Options dataclass's field types.
     """
-    from latnas.errors import DataError
+    from latnas.schema.errors import DataError
 
     out: dict[str, str] = {}
     for item in items:

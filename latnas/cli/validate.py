@@ -16,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 
 # ------------------------------------------------------------------ bounds
 MAX_SEED = 2**32 - 1  # numpy's seed range

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from latnas.errors import ExecutorUnavailable, LatnasError  # noqa: F401  (ExecutorUnavailable re-exported)
-from latnas.registry import Registry
+from latnas.schema.errors import ExecutorUnavailable, LatnasError  # noqa: F401  (ExecutorUnavailable re-exported)
+from latnas.schema.registry import Registry
 
 T = TypeVar("T")
 R = TypeVar("R")

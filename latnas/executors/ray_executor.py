@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 from latnas.executors.base import BatchFn, Executor, ExecutorUnavailable, check_results, chunked, default_batch_size, register_executor
 from profilers.ray_connect import ensure_ray, import_ray
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from profilers.runtimes import ExportError  # noqa: F401  (one class: latnas.errors.ExportError when present)
+from profilers.runtimes import ExportError  # noqa: F401  (one class: latnas.schema.errors.ExportError when present)
 
 log = logging.getLogger(__name__)
 

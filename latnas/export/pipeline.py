@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from latnas.errors import BackendUnavailable, UnknownNameError
+from latnas.schema.errors import BackendUnavailable, UnknownNameError
 from latnas.export.common import ExportResult, Parity, reference_output, require_eval
 from latnas.export.sidecar import library_versions, write_sidecar
 
@@ -64,7 +64,7 @@ def export_model(
 
     ``model`` must be in eval mode. TensorRT, when requested but unavailable,
     is skipped with its reason in ``report.skipped``; when it is the only
-    format, :class:`~latnas.errors.BackendUnavailable` is raised instead.
+    format, :class:`~latnas.schema.errors.BackendUnavailable` is raised instead.
     """
     from latnas.reparam import reparameterize_model
 

@@ -11,7 +11,7 @@ is cast to half before the ONNX export): there is no FP16 builder flag
 
 ``tensorrt`` is imported lazily; without it, or without a CUDA GPU,
 :func:`tensorrt_available` says why and :func:`export_tensorrt` raises
-:class:`~latnas.errors.BackendUnavailable` with that one-line reason.
+:class:`~latnas.schema.errors.BackendUnavailable` with that one-line reason.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latnas.errors import BackendUnavailable
+from latnas.schema.errors import BackendUnavailable
 from latnas.export.common import ExportError, ExportResult, Parity, prepare_export, require_eval
 
 log = logging.getLogger(__name__)

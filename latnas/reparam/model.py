@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from latnas.reparam.transforms import bn_kwargs, fuse_conv_bn
+from latnas.schema.transforms import bn_kwargs, fuse_conv_bn
 
 log = logging.getLogger(__name__)
 

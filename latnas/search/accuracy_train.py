@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from latnas.errors import DataError
-from latnas.spaces.base import SearchSpace
+from latnas.schema.errors import DataError
+from latnas.schema.spaces.base import SearchSpace
 
 MIN_TRAIN = 5
 MAX_TRAIN = 100_000  # predictors.accuracy.MAX_ROWS

@@ -25,13 +25,13 @@ from typing import Any, Callable, ClassVar, Generator, Sequence
 
 import numpy as np
 
-from latnas.errors import DataError
-from latnas.registry import Registry
+from latnas.schema.errors import DataError
+from latnas.schema.registry import Registry
 from latnas.search.base import SearchResult
 from latnas.search.checkpoint import Checkpointer
 from latnas.search.options import options_from
 from latnas.search.problem import ArchEvaluator, SearchProblem
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.candidates import feasible_archs, feasible_pool, mutants
 from latnas.search.evolution import result_from
 from latnas.search.scorers.proxies import parse_proxies, proxy_features
-from latnas.spaces.base import Arch
+from latnas.schema.spaces.base import Arch
 
 
 def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:

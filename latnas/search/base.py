@@ -5,7 +5,7 @@ an algorithm returns. :class:`SearchContext` bundles everything one in-process
 run needs (``latnas.search.run_algorithm(name, ctx)`` turns it into a
 :class:`~latnas.search.problem.SearchProblem`, an algorithm and a
 termination, and calls :func:`~latnas.search.algorithm.minimize`). The
-latency objective is a :class:`latnas.latency_table.LatencyTable` (a compiled
+latency objective is a :class:`latnas.schema.latency_table.LatencyTable` (a compiled
 predictor, or the FLOPs proxy) so algorithms never see predictor internals.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from latnas.latency_table import LatencyTable
+from latnas.schema.latency_table import LatencyTable
 from latnas.search.budget import Budget
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 
 @dataclass

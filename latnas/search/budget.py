@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latnas.errors import DataError
-from latnas.latency_table import LatencyTable
-from latnas.spaces.base import SearchSpace
+from latnas.schema.errors import DataError
+from latnas.schema.latency_table import LatencyTable
+from latnas.schema.spaces.base import SearchSpace
 
 UNITS = ("ms", "MFLOPs")
 

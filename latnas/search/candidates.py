@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from latnas.search.problem import ArchEvaluator, uniform_archs
-from latnas.spaces.base import Arch
+from latnas.schema.spaces.base import Arch
 
 ENUMERATE_LIMIT = 200_000
 

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latnas.errors import DataError
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.errors import DataError
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 CHECKPOINT_SCHEMA = "latnas.search_checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.json"

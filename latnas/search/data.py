@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.base import SearchData
-from latnas.spaces import SearchSpace, get_space
+from latnas.schema.spaces import SearchSpace, get_space
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from latnas.search.checkpoint import Checkpointer
 from latnas.search.candidates import all_archs as _all_archs
 from latnas.search.candidates import feasible_archs, space_size
 from latnas.search.problem import ArchEvaluator, ArchProblem, repair_to_mask
-from latnas.spaces.base import Arch
+from latnas.schema.spaces.base import Arch
 
 if TYPE_CHECKING:
     from latnas.search.algorithm import Algorithm

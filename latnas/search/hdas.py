@@ -39,13 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.evolution import result_from
 from latnas.search.hdas_net import N_OPS, HDASArch, HDASNet, StageLayout, hdas_expected_latency
 from latnas.search.training import (accuracy, at_resolution, batches, endless_batches, recalibrate_bn, torch_threads,
                                     training_data, weight_step)
-from latnas.spaces.base import Arch
+from latnas.schema.spaces.base import Arch
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@
   ``min_cells`` and up, so depth is a choice with a floor, never zero.
 
 :func:`hdas_expected_latency` prices the relaxed network with the space's
-:class:`~latnas.latency_table.LatencyTable` (differentiable, exact for a
+:class:`~latnas.schema.latency_table.LatencyTable` (differentiable, exact for a
 one-hot cell at the benchmark's 5 cells per stage).
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latnas.blocks.nb201 import NB201_EDGES, NB201_OPS, ResidualReduction, Zero
-from latnas.latency_table import LatencyTable
+from latnas.schema.blocks.nb201 import NB201_EDGES, NB201_OPS, ResidualReduction, Zero
+from latnas.schema.latency_table import LatencyTable
 
 N_OPS = len(NB201_OPS)
 N_EDGES = len(NB201_EDGES)

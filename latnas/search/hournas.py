@@ -35,11 +35,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from latnas.latency_table import LatencyTable
+from latnas.schema.latency_table import LatencyTable
 from latnas.search.algorithm import Algorithm, register_algorithm
 from latnas.search.evolution import evolve, result_from, space_size
 from latnas.search.supernet import identity_choice
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 IDENTITY_OPS = ("skip", "zero")
 
@@ -89,7 +89,7 @@ def shrink_mask(table: LatencyTable, mask: np.ndarray, budget: float) -> np.ndar
 # ------------------------------------------------------------ vital blocks
 def vital_layers(space: SearchSpace) -> list[int]:
     """Searchable layers with no shortcut around them (HourNAS's vital blocks); see the module docstring."""
-    from latnas.spaces.nb201 import NB201Space
+    from latnas.schema.spaces.nb201 import NB201Space
 
     if isinstance(space, NB201Space):
         return []  # every cell edge has a parallel path: no searchable edge is vital

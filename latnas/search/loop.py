@@ -21,15 +21,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from latnas.errors import DataError, PredictorFileError
-from latnas.latency_table import LatencyTable, flops_table
+from latnas.schema.errors import DataError, PredictorFileError
+from latnas.schema.latency_table import LatencyTable, flops_table
 from latnas.search.algorithm import ALGORITHMS, Termination, minimize
 from latnas.search.base import SearchResult
 from latnas.search.budget import Budget, parse_budget, unit_kind
 from latnas.search.objective import check_table, load_latency
 from latnas.search.problem import SearchProblem
 from latnas.search.report import export_arch, json_default, plot_front, profile_archs, write_front_csv
-from latnas.spaces import SearchSpace, get_space
+from latnas.schema.spaces import SearchSpace, get_space
 
 log = logging.getLogger(__name__)
 

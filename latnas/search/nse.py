@@ -29,11 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from latnas.latency_table import LatencyTable
+from latnas.schema.latency_table import LatencyTable
 from latnas.search.algorithm import Algorithm, register_algorithm
 from latnas.search.evolution import evolve, result_from, space_size
 from latnas.search.hournas import cheapest_choices, restricted_result
-from latnas.spaces.base import Arch
+from latnas.schema.spaces.base import Arch
 
 
 def initial_subset(table: LatencyTable, allowed: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from latnas import safe_json
-from latnas.errors import DataError, PredictorFileError
-from latnas.latency_table import TABLE_SCHEMA, LatencyTable, flops_table
-from latnas.spaces.base import SearchSpace
+from latnas.schema import safe_json
+from latnas.schema.errors import DataError, PredictorFileError
+from latnas.schema.latency_table import TABLE_SCHEMA, LatencyTable, flops_table
+from latnas.schema.spaces.base import SearchSpace
 
 
 def load_latency(predictor: str | Path, space: SearchSpace) -> LatencyTable:

@@ -2,7 +2,7 @@
 
 ``options_from(Options, {"epochs": "2", "hard": "true"}, "dnas")`` returns an
 ``Options`` instance; an unknown key or a value that does not convert is one
-:class:`~latnas.errors.DataError` line naming the known options.
+:class:`~latnas.schema.errors.DataError` line naming the known options.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Any, Mapping
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 
 _NONE_WORDS = ("none", "null", "all")
 _TRUE = ("1", "true", "yes", "on")

@@ -25,10 +25,10 @@ import numpy as np
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 
-from latnas.errors import DataError
-from latnas.latency_table import LatencyTable
+from latnas.schema.errors import DataError
+from latnas.schema.latency_table import LatencyTable
 from latnas.search.budget import Budget
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 

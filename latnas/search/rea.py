@@ -26,7 +26,7 @@ import numpy as np
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.candidates import feasible_archs
 from latnas.search.evolution import result_from
-from latnas.spaces.base import Arch
+from latnas.schema.spaces.base import Arch
 
 
 @register_algorithm("rea")

@@ -1,6 +1,6 @@
 """RepNAS branch search (algorithm ``"repnas"``) on the ``repnas`` space, with the authors' schedule.
 
-Every searchable layer is a :class:`~latnas.blocks.DiverseBranchBlock` with
+Every searchable layer is a :class:`~latnas.schema.blocks.DiverseBranchBlock` with
 the six searchable branches of the authors' code (1x1, 1x1-avg, kxk, 1x1-kxk,
 1xk, kx1) plus the identity BN, always on (not searched) where the layer keeps
 its shape. Each searchable branch has an importance score; ONE global top-k
@@ -25,7 +25,7 @@ Schedule, as in the authors' code:
    against the masked multi-branch model (``extra["fused_parity_rel"]``).
 
 The arch is the per-layer branch mask in the space's encoding
-(:mod:`latnas.spaces.repnas`); its latency comes from the problem's table. The
+(:mod:`latnas.schema.spaces.repnas`); its latency comes from the problem's table. The
 termination's evaluation count is the number of candidate archs scored with
 the problem's scorer: the final mask, then noisy top-k masks of the learned
 scores. Options: :class:`RepNAS.Options`. Resuming is refused.
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.algorithm import Algorithm, register_algorithm, score_with
 from latnas.search.evolution import result_from
 from latnas.search.repnas_net import (  # noqa: F401  (re-exported: the mask helpers live there)

@@ -17,10 +17,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from latnas.blocks.dbb import DiverseBranchBlock
-from latnas.errors import DataError
-from latnas.spaces.base import SearchSpace
-from latnas.spaces.repnas import ALWAYS_ON_BRANCH, SEARCHABLE_BRANCHES, branches_choice
+from latnas.schema.blocks.dbb import DiverseBranchBlock
+from latnas.schema.errors import DataError
+from latnas.schema.spaces.base import SearchSpace
+from latnas.schema.spaces.repnas import ALWAYS_ON_BRANCH, SEARCHABLE_BRANCHES, branches_choice
 
 
 def n_keep(total: int, fraction: float) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from latnas.search.base import SearchResult
 from latnas.search.budget import Budget
-from latnas.spaces.base import SearchSpace
+from latnas.schema.spaces.base import SearchSpace
 
 FRONT_COLUMNS = ("arch", "predicted_ms", "score")
 PROXY_COLUMNS = ("mflops",)

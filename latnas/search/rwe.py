@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from latnas.search.base import SearchData
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RWEConfig:
     sgd_weight_decay: float = 1e-4  # softmax head: L2 on the weights
 
     def __post_init__(self) -> None:
-        from latnas.errors import DataError
+        from latnas.schema.errors import DataError
 
         if self.head not in HEADS:
             raise DataError(f"RWE head must be one of {', '.join(HEADS)}, got {self.head!r}")

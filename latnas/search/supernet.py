@@ -10,7 +10,7 @@ Two levels of choices, as in H-DAS:
   implemented by zeroing the channels above the chosen width).
 
 :func:`expected_latency` turns the architecture distribution into the
-expected latency under a :class:`~latnas.latency_table.LatencyTable`, as a
+expected latency under a :class:`~latnas.schema.latency_table.LatencyTable`, as a
 differentiable torch scalar. The supernet itself may be a narrower proxy of
 the space (``width_mult``) so it trains on a CPU; the latency model always
 uses the space's own table.
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from latnas.errors import DataError
-from latnas.latency_table import LatencyTable
-from latnas.ops import MBConv, conv_bn
-from latnas.spaces.base import Arch, SearchSpace
-from latnas.spec import BlockSpec
+from latnas.schema.errors import DataError
+from latnas.schema.latency_table import LatencyTable
+from latnas.schema.ops import MBConv, conv_bn
+from latnas.schema.spaces.base import Arch, SearchSpace
+from latnas.schema.spec import BlockSpec
 
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 

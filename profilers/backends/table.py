@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
 
 
@@ -119,7 +119,7 @@ class TableBackend(Backend):
     def measure_model(self, space_name: str, arch_string: str, batch: int = 1, config: ProtocolConfig = ProtocolConfig(),
                       *, space=None) -> LatencyStats:
         if space is None:
-            from latnas.spaces import get_space
+            from latnas.schema.spaces import get_space
 
             space = get_space(space_name, batch=batch)
         return _stats(self.latency_ms(space, arch_string))

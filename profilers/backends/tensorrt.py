@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from latnas.errors import BackendUnavailable
+from latnas.schema.errors import BackendUnavailable
 from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
 from profilers.runtimes.cuda import cuda_versions, measure_self_timed
 from profilers.runtimes.tensorrt import (  # noqa: F401  (re-exported)

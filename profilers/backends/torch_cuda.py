@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from latnas.errors import BackendUnavailable
+from latnas.schema.errors import BackendUnavailable
 from profilers.base import Backend, LatencyStats, ProtocolConfig, option_flag, register_backend
 from profilers.runtimes.cuda import (  # noqa: F401  (re-exported: older imports use this module)
     NO_GPU_REASON,

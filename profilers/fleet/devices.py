@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from latnas.errors import BackendUnavailable, DataError
+from latnas.schema.errors import BackendUnavailable, DataError
 from profilers.base import Backend
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -57,7 +57,7 @@ def load_fleet(path: str | Path) -> list[FleetDevice]:
     """
     import os
 
-    from latnas import safe_json
+    from latnas.schema import safe_json
 
     data = safe_json.load(path, what="fleet file")
     items = data.get("devices") if isinstance(data, dict) else None

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import Any, Sequence
 
-from latnas.errors import BackendUnavailable, DataError, LatnasError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, DataError, LatnasError
+from latnas.schema.spec import BlockSpec
 from profilers.base import Backend, Measurement, ProtocolConfig
 from profilers.fleet.devices import FleetDevice
 
@@ -63,7 +63,7 @@ def measure_on_device(device: FleetDevice, item: dict[str, Any], config: Protoco
     # a backend timing on this host holds the machine's profiling lock (an agent takes its own)
     with contextlib.nullcontext() if backend.remote else profiling_lock(notify=logger.info):
         if "model" in item:
-            from latnas.spaces import get_space
+            from latnas.schema.spaces import get_space
 
             m = item["model"]
             space = get_space(m["space"], batch=int(m["batch"]))

@@ -7,8 +7,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
-from latnas.errors import BackendUnavailable, DataError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, DataError
+from latnas.schema.spec import BlockSpec
 from profilers.base import Measurement, ProtocolConfig
 from profilers.sessions import aggregate, needs_more, protocol_label, spread
 from profilers.fleet.devices import FleetDevice, check_devices

@@ -44,7 +44,7 @@ at a time so timings do not disturb each other.
 """
 from __future__ import annotations
 
-from latnas.lazy import lazy_exports
+from latnas.schema.lazy import lazy_exports
 
 from profilers.remote.backend import RemoteBackend  # registers the ``remote`` backend, as importing this package always did
 

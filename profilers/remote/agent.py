@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from latnas.errors import DataError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import DataError
+from latnas.schema.spec import BlockSpec
 from profilers.base import BACKENDS, Backend, ProtocolConfig
 from profilers.remote.wire import ModelRequest, check_backend_options
 
@@ -135,7 +135,7 @@ def profile_models(
     options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Time whole models with a local backend (via the runner); JSON-ready measurement dicts."""
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
     from profilers.runner import profile_model
 
     backend = local_backend(backend_name, options)
@@ -149,12 +149,12 @@ def profile_models(
 
 def agent_info(default_backend: str) -> dict[str, Any]:
     """The ``GET /v1/info`` reply: version, default backend, backends, host fingerprint."""
-    import latnas
+    from latnas.schema import __version__
 
     fp, fp_hash = local_fingerprint(None)
     return {
         "agent": "latnas",
-        "version": latnas.__version__,
+        "version": __version__,
         "default_backend": default_backend,
         "backends": backends_status(),
         "fingerprint": fp,

@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 from profilers.remote.wire import MIN_TOKEN_CHARS, TOKEN_ENV
 
 TOKEN_FILE_MAX_BYTES = 4096

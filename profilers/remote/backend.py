@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from latnas.errors import BackendUnavailable, LatnasError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, LatnasError
+from latnas.schema.spec import BlockSpec
 from profilers.base import Backend, LatencyStats, ProtocolConfig, register_backend
 from profilers.remote.client import AgentClient
 from profilers.remote.wire import DEFAULT_BACKEND, TOKEN_ENV, URL_ENV, ModelRequest, stats_from_dict

@@ -14,9 +14,9 @@ import socket
 from http import HTTPStatus
 from typing import Any, Sequence
 
-from latnas import safe_json
-from latnas.errors import BackendUnavailable, DataError, LatnasError
-from latnas.spec import BlockSpec
+from latnas.schema import safe_json
+from latnas.schema.errors import BackendUnavailable, DataError, LatnasError
+from latnas.schema.spec import BlockSpec
 from profilers.base import ProtocolConfig
 from profilers.remote.wire import API_PREFIX, TOKEN_ENV, ModelRequest, config_dict
 

@@ -19,8 +19,8 @@ import time
 from http import HTTPStatus
 from typing import Any, Callable
 
-from latnas.errors import DataError
-from latnas.safe_json import nesting_depth
+from latnas.schema.errors import DataError
+from latnas.schema.safe_json import nesting_depth
 
 MAX_INT_DIGITS = 18  # fits an int64; nothing in a request needs more
 

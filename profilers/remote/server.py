@@ -2,7 +2,7 @@
 
 Every request must carry ``Authorization: Bearer <token>`` (constant-time
 compare) before anything else is looked at. Bodies are parsed with
-:func:`latnas.safe_json.loads` (size and nesting bounded, so a nesting bomb
+:func:`latnas.schema.safe_json.loads` (size and nesting bounded, so a nesting bomb
 is a 400), validated by :mod:`profilers.remote.wire`, and profiled one at a
 time. At most ``AgentLimits.max_connections`` requests are served at once;
 a connection beyond that gets an immediate 503 and is closed.
@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from latnas.errors import BackendUnavailable, DataError, LatnasError, ShapeError, UnknownNameError
+from latnas.schema.errors import BackendUnavailable, DataError, LatnasError, ShapeError, UnknownNameError
 from profilers.base import BACKENDS
 from profilers.lock import profiling_lock
 from profilers.remote.agent import agent_info, load_backends, profile_models, profile_specs

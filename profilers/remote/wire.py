@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-from latnas.errors import BackendUnavailable, DataError, LatnasError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import BackendUnavailable, DataError, LatnasError
+from latnas.schema.spec import BlockSpec
 from profilers.base import BACKENDS, LatencyStats, ProtocolConfig
 
 API_PREFIX = "/v1"
@@ -195,7 +195,7 @@ def check_spec_limits(spec: BlockSpec, limits: AgentLimits = AgentLimits()) -> N
 
 def parse_models(raw_models: Any, limits: AgentLimits = AgentLimits()) -> tuple[ModelRequest, ...]:
     """Validate ``models``: a list of ``{"space", "arch", "batch"}`` objects (space and arch checked)."""
-    from latnas.spaces import get_space
+    from latnas.schema.spaces import get_space
 
     if not isinstance(raw_models, list) or not raw_models:
         raise DataError("'models' must be a non-empty list of {space, arch, batch} objects")

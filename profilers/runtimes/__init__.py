@@ -16,11 +16,11 @@ package is cheap and never fails.
 """
 from __future__ import annotations
 
-from latnas.errors import LatnasError
+from latnas.schema.errors import LatnasError
 
-try:  # latnas.errors is the home of ExportError; older trees define it here
-    from latnas.errors import ExportError  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the latnas.errors version
+try:  # latnas.schema.errors is the home of ExportError; older trees define it here
+    from latnas.schema.errors import ExportError  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the latnas.schema.errors version
 
     class ExportError(LatnasError):  # type: ignore[no-redef]
         """A module that cannot be exported, lowered or built (one-line reason)."""

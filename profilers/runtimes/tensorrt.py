@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from latnas.errors import BackendUnavailable
+from latnas.schema.errors import BackendUnavailable
 from profilers.runtimes import ExportError
 from profilers.runtimes.cache import atomic_write, default_cache_dir, slug
 from profilers.runtimes.cuda import CudaEventTimer, cuda_availability

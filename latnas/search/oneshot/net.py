@@ -23,10 +23,10 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from latnas.blocks.nb201 import NB201_EDGES, ResidualReduction, cell_output, edge_module
-from latnas.ops import MBConv, conv_bn
-from latnas.spaces.base import SearchSpace
-from latnas.spec import BlockSpec
+from latnas.schema.blocks.nb201 import NB201_EDGES, ResidualReduction, cell_output, edge_module
+from latnas.schema.ops import MBConv, conv_bn
+from latnas.schema.spaces.base import SearchSpace
+from latnas.schema.spec import BlockSpec
 
 #: per layer: one choice (int) or the tuple of active choices
 Path = Sequence[Union[int, Sequence[int]]]
@@ -153,7 +153,7 @@ class NB201Supernet(nn.Module):
 
 def build_supernet(space: SearchSpace, num_classes: int, config: NetConfig = NetConfig(), in_channels: int | None = None) -> nn.Module:
     """The supernet for ``space``: NAS-Bench-201's macro network for cell spaces, a chain otherwise."""
-    from latnas.spaces.nb201 import NB201Space
+    from latnas.schema.spaces.nb201 import NB201Space
 
     cls = NB201Supernet if isinstance(space, NB201Space) else ChainSupernet
     return cls(space, num_classes, config, in_channels)

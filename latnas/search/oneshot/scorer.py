@@ -25,7 +25,7 @@ from latnas.search.oneshot.store import (chain_key, data_fingerprint, default_we
                                          save_state)
 from latnas.search.oneshot.train import TrainConfig, evaluate_path, train_paths
 from latnas.search.training import at_resolution, torch_threads
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 

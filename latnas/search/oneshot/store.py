@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 
 STORE_VERSION = 1
 

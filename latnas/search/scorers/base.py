@@ -6,8 +6,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from latnas.registry import Registry
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.registry import Registry
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 #: ``scorer(archs) -> (n,) float array``, higher is better, deterministic for a seed
 Scorer = Callable[[Sequence[Arch]], np.ndarray]

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 
 class CachedScorer:

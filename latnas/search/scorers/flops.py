@@ -1,11 +1,11 @@
-"""Scorer ``flops``: whole-model MFLOPs from :func:`latnas.latency_table.flops_table` (more is better)."""
+"""Scorer ``flops``: whole-model MFLOPs from :func:`latnas.schema.latency_table.flops_table` (more is better)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
-from latnas.latency_table import flops_table
+from latnas.schema.latency_table import flops_table
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
 
 

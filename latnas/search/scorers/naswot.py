@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
 from latnas.search.scorers.common import CachedScorer, data_or_default, seeded_build
 

@@ -3,7 +3,7 @@
 ZiCo (ICLR 2023) reports that plain parameter count is a baseline most
 zero-cost proxies fail to beat consistently. The count is the sum of the
 parameters of the blocks the arch places (its per-layer block table plus the
-fixed blocks, as :func:`latnas.latency_table.flops_table` sums FLOPs): equal to
+fixed blocks, as :func:`latnas.schema.latency_table.flops_table` sums FLOPs): equal to
 counting ``space.build(arch)`` (tested for every space), and a gather per arch
 instead of a model build.
 """
@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.features import block_cost
+from latnas.schema.features import block_cost
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
-from latnas.spaces.base import SearchSpace
+from latnas.schema.spaces.base import SearchSpace
 
 
 def params_table(space: SearchSpace) -> tuple[np.ndarray, int]:

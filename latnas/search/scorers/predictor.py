@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
 from latnas.search.scorers.proxies import proxy_features
-from latnas.spaces.base import SearchSpace
+from latnas.schema.spaces.base import SearchSpace
 
 
 class PredictorScorer:

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.scorers.base import ScorerConfig, make_scorer
-from latnas.spaces.base import SearchSpace
+from latnas.schema.spaces.base import SearchSpace
 
 CHEAP = frozenset({"params", "flops"})  # closed form: never cached
 KNOWN = ("synflow", "naswot", "params", "flops")

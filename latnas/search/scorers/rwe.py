@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.rwe import RWEConfig, RWEScorer
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
 from latnas.search.scorers.common import data_or_default

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.oneshot import NetConfig, SupernetConfig, SupernetScorer, TrainConfig
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
 from latnas.search.scorers.common import data_or_default

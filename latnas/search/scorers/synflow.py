@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
 from latnas.search.scorers.common import CachedScorer, seeded_build
 

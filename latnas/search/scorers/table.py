@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.errors import DataError, LatnasError
+from latnas.schema.errors import DataError, LatnasError
 from latnas.search.scorers.base import Scorer, ScorerConfig, register_scorer
-from latnas.spaces.base import Arch, SearchSpace
+from latnas.schema.spaces.base import Arch, SearchSpace
 
 ARCH_COLUMNS = ("arch", "arch_str")
 

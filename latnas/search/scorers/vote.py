@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 from latnas.search.scorers.base import SCORERS, Scorer, ScorerConfig, make_scorer, register_scorer
 
 DEFAULT_MEMBERS = ("synflow", "params")

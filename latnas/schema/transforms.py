@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from latnas.errors import ShapeError
+from latnas.schema.errors import ShapeError
 
 KernelBias = tuple[Tensor, Tensor]
 

@@ -19,7 +19,7 @@ Branch names (``branches`` is an iterable of these or a ``"+"``-joined string):
 
 All branches use the block's stride and groups (depthwise included:
 ``groups == in == out``). Configurations that cannot be fused exactly are
-refused at construction with a one-line :class:`~latnas.errors.ShapeError`.
+refused at construction with a one-line :class:`~latnas.schema.errors.ShapeError`.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latnas.branches import fitting_branches, format_branches, parse_branches
-from latnas.errors import ShapeError
-from latnas.ops import conv_bn
-from latnas.reparam.transforms import (
+from latnas.schema.branches import fitting_branches, format_branches, parse_branches
+from latnas.schema.errors import ShapeError
+from latnas.schema.ops import conv_bn
+from latnas.schema.transforms import (
     KernelBias,
     add_branches,
     avgpool_kernel,
@@ -77,7 +77,7 @@ def check_dbb_config(
 class BNAndPad(nn.Module):
     """BatchNorm, then pad by ``pad`` pixels with the BN's output for a zero input.
 
-    That value is the BN's ``shift`` (:func:`~latnas.reparam.transforms.bn_affine`), i.e.
+    That value is the BN's ``shift`` (:func:`~latnas.schema.transforms.bn_affine`), i.e.
     what conv->BN would give on zero padding, so a following unpadded conv sees
     the same map as if the conv->BN had run on a zero-padded input.
     """

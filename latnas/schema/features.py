@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from latnas.spec import BlockSpec
+from latnas.schema.spec import BlockSpec
 
 BYTES_PER_ELEMENT = 4  # fp32
 

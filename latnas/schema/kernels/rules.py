@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latnas.errors import UnknownNameError
+from latnas.schema.errors import UnknownNameError
 
 
 @dataclass(frozen=True)

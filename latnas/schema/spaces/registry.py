@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from latnas.registry import Registry
+from latnas.schema.registry import Registry
 
 SPACES: Registry[Callable] = Registry("space")
 

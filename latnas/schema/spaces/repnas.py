@@ -7,7 +7,7 @@ layer, in their order ``SEARCHABLE_BRANCHES = ("1x1", "1x1_avg", "kxk",
 keeps its shape (stride 1, in == out) and is not searched.
 
 A small CIFAR-style backbone (input 3x32x32) of
-:class:`~latnas.blocks.DiverseBranchBlock` layers, ReLU after the branch sum:
+:class:`~latnas.schema.blocks.DiverseBranchBlock` layers, ReLU after the branch sum:
 
 - stem: DBB 3 -> 16, branches ``kxk+1x1`` (fixed);
 - 9 searchable layers in 4 stages, depths (2, 3, 3, 1), channels
@@ -27,11 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from latnas.branches import format_branches, parse_branches
-from latnas.errors import UnknownNameError
-from latnas.spaces.base import OpChoice, SearchSpace, stacked_layers
-from latnas.spaces.registry import register_space
-from latnas.spec import BlockSpec
+from latnas.schema.branches import format_branches, parse_branches
+from latnas.schema.errors import UnknownNameError
+from latnas.schema.spaces.base import OpChoice, SearchSpace, stacked_layers
+from latnas.schema.spaces.registry import register_space
+from latnas.schema.spec import BlockSpec
 
 SEARCHABLE_BRANCHES = ("1x1", "1x1_avg", "kxk", "1x1_kxk", "1xk", "kx1")
 ALWAYS_ON_BRANCH = "id"  # on wherever the layer keeps its shape; never searched

@@ -1,7 +1,7 @@
 """Diverse-Branch-Block branch names and branch masks, without torch.
 
-The schema layer (``latnas.spaces.repnas``, ``BlockSpec.branches``) and the
-torch block (``latnas.blocks.dbb``) share these names; keeping them here lets
+The schema layer (``latnas.schema.spaces.repnas``, ``BlockSpec.branches``) and the
+torch block (``latnas.schema.blocks.dbb``) share these names; keeping them here lets
 spaces describe DBB layers without importing torch.
 
 A branch mask is a set of names, written ``"+"``-joined in canonical order
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from latnas.errors import UnknownNameError
+from latnas.schema.errors import UnknownNameError
 
 BRANCH_NAMES = ("kxk", "1x1", "1xk", "kx1", "1x1_kxk", "1x1_avg", "id")
 """Every branch a Diverse Branch Block knows, in canonical order."""

@@ -3,15 +3,15 @@
 A :class:`BlockSpec` is frozen and hashable, has a stable string ``key`` that
 profile stores and predictors use, converts to and from plain dicts (for JSON
 and the remote agent), and builds to a ``torch.nn.Module`` through the op
-registry in :mod:`latnas.opdef` (torch is only imported when a block is built).
+registry in :mod:`latnas.schema.opdef` (torch is only imported when a block is built).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from latnas.errors import DataError, ShapeError
-from latnas.opdef import get_op
+from latnas.schema.errors import DataError, ShapeError
+from latnas.schema.opdef import get_op
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ shape (stride 1, cin == cout), as in ProxylessNAS.
 """
 from __future__ import annotations
 
-from latnas.spaces.base import OpChoice, SearchSpace, conv_head, stacked_layers
-from latnas.spaces.registry import register_space
-from latnas.spec import BlockSpec
+from latnas.schema.spaces.base import OpChoice, SearchSpace, conv_head, stacked_layers
+from latnas.schema.spaces.registry import register_space
+from latnas.schema.spec import BlockSpec
 
 PROXYLESS_CHOICES = (
     OpChoice("k3_e3", "mbconv", kernel=3, expansion=3),

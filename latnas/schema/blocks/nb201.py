@@ -1,7 +1,7 @@
 """NAS-Bench-201 building blocks as torch modules, registered as ops.
 
 The ops a NAS-Bench-201 CIFAR network is made of (Dong & Yang, ICLR 2020),
-each described by a :class:`~latnas.spec.BlockSpec` so it can be profiled,
+each described by a :class:`~latnas.schema.spec.BlockSpec` so it can be profiled,
 counted (FLOPs, params) and predicted like any other block:
 
 - ``nb201_stem``: Conv kxk (no bias) + BN, no activation.
@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latnas.errors import ShapeError
-from latnas.ops import OpDef, register_op
-from latnas.spec import BlockSpec
+from latnas.schema.errors import ShapeError
+from latnas.schema.ops import OpDef, register_op
+from latnas.schema.spec import BlockSpec
 
 #: benchmark op names, in choice-index order
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from latnas.errors import UnknownNameError
+from latnas.schema.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -26,12 +26,12 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.blocks.nb201 import NB201_EDGES, NB201_OPS
-from latnas.errors import DataError
-from latnas.ops import build_model
-from latnas.spaces.base import Arch, LayerSlot, OpChoice, SearchSpace
-from latnas.spaces.registry import register_space
-from latnas.spec import BlockSpec
+from latnas.schema.blocks.nb201 import NB201_EDGES, NB201_OPS
+from latnas.schema.errors import DataError
+from latnas.schema.ops import build_model
+from latnas.schema.spaces.base import Arch, LayerSlot, OpChoice, SearchSpace
+from latnas.schema.spaces.registry import register_space
+from latnas.schema.spec import BlockSpec
 
 NB201_CHOICES = (
     OpChoice("none", "zero", kernel=1),

@@ -3,7 +3,7 @@
 ``json.loads`` recurses once per nesting level, so a crafted ``[[[[...]]]]`` ends
 in a RecursionError (a traceback, or a dropped connection in the agent). The
 depth and size are checked on the raw text first, in linear time, and any
-failure is one :class:`~latnas.errors.DataError` line.
+failure is one :class:`~latnas.schema.errors.DataError` line.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latnas.errors import DataError
+from latnas.schema.errors import DataError
 
 MAX_DEPTH = 64  # nesting levels of arrays/objects; our files use fewer than 10
 MAX_BYTES = 256 * 1024 * 1024  # 256 MiB: the largest predictor state we write is a few MB

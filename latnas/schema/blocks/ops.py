@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from latnas.blocks.dbb import DiverseBranchBlock, check_dbb_config
-from latnas.errors import ShapeError
-from latnas.opdef import OpDef, register_op
-from latnas.spec import BlockSpec
+from latnas.schema.blocks.dbb import DiverseBranchBlock, check_dbb_config
+from latnas.schema.errors import ShapeError
+from latnas.schema.opdef import OpDef, register_op
+from latnas.schema.spec import BlockSpec
 
 
 @register_op("dbb")

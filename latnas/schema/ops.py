@@ -1,7 +1,7 @@
 """Built-in torch ops: how each block type validates, builds and shapes itself.
 
 The registry itself (:class:`OpDef`, :data:`OPS`, :func:`register_op`,
-:func:`get_op`) lives in the torch-free :mod:`latnas.opdef` and is re-exported
+:func:`get_op`) lives in the torch-free :mod:`latnas.schema.opdef` and is re-exported
 here; importing this module registers the built-in ops (``get_op`` does so on
 first use).
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latnas.errors import ShapeError
-from latnas.opdef import OPS, OpDef, get_op, register_op
-from latnas.spec import BlockSpec, check_divides
+from latnas.schema.errors import ShapeError
+from latnas.schema.opdef import OPS, OpDef, get_op, register_op
+from latnas.schema.spec import BlockSpec, check_divides
 
 __all__ = ["OPS", "OpDef", "get_op", "register_op", "conv_bn", "ChannelShuffle", "MBConv", "build_model"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import PredictorFileError
+from latnas.schema.errors import PredictorFileError
 
-TABLE_SCHEMA = "latnas.latency_table/1"
+TABLE_SCHEMA = "latnas.schema.latency_table/1"
 
 
 def piecewise_linear(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
@@ -129,8 +129,8 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
-        from latnas.errors import DataError
-        from latnas.safe_json import load as safe_load
+        from latnas.schema.errors import DataError
+        from latnas.schema.safe_json import load as safe_load
 
         if not Path(path).exists():
             raise PredictorFileError(f"latency table {path} does not exist")
@@ -143,7 +143,7 @@ class LatencyTable:
 
 def flops_table(space) -> LatencyTable:
     """The FLOPs proxy as a table (MFLOPs per layer choice; stem and head as offset)."""
-    from latnas.features import block_cost
+    from latnas.schema.features import block_cost
 
     table = np.full((space.n_layers, space.n_choices), np.nan)
     for layer, choice, blocks in space.layer_table():

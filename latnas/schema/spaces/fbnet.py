@@ -9,9 +9,9 @@ Choice digits: 0 k3_e1, 1 k3_e1_g2, 2 k3_e3, 3 k3_e6, 4 k5_e1, 5 k5_e1_g2,
 """
 from __future__ import annotations
 
-from latnas.spaces.base import OpChoice, SearchSpace, conv_head, stacked_layers
-from latnas.spaces.registry import register_space
-from latnas.spec import BlockSpec
+from latnas.schema.spaces.base import OpChoice, SearchSpace, conv_head, stacked_layers
+from latnas.schema.spaces.registry import register_space
+from latnas.schema.spec import BlockSpec
 
 FBNET_CHOICES = (
     OpChoice("k3_e1", "mbconv", kernel=3, expansion=1),

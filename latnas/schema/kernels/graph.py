@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from latnas.errors import DataError, ShapeError, UnknownNameError
-from latnas.kernels.records import Kernel
-from latnas.kernels.rules import FusionRules, rules_for
+from latnas.schema.errors import DataError, ShapeError, UnknownNameError
+from latnas.schema.kernels.records import Kernel
+from latnas.schema.kernels.rules import FusionRules, rules_for
 
 ELEMENTWISE = {"Add": "add", "Sub": "add", "Mul": "mul", "Div": "mul"}
 STANDALONE_ACTS = {"Relu": "relu", "Clip": "relu6", "HardSwish": "hswish", "HardSigmoid": "hsigmoid",

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from latnas.errors import DataError, ShapeError
-from latnas.spec import BlockSpec
+from latnas.schema.errors import DataError, ShapeError
+from latnas.schema.spec import BlockSpec
 
 Arch = tuple[int, ...]
 
@@ -198,7 +198,7 @@ class SearchSpace:
 
     def build(self, arch: str | Sequence[int]):
         """The whole model of ``arch`` as a ``torch.nn.Sequential``."""
-        from latnas.ops import build_model  # torch: only when a model is built
+        from latnas.schema.ops import build_model  # torch: only when a model is built
 
         return build_model(self.blocks(arch))
 

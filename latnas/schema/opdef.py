@@ -1,8 +1,8 @@
 """Op registry: the torch-free half of the op layer.
 
-:class:`BlockSpec` (``latnas.spec``) looks ops up here, and the modules that
-implement ops (``latnas.ops`` for conv/mbconv/skip/classifier,
-``latnas.blocks.ops`` for ``dbb``) register into it, so the dependency is
+:class:`BlockSpec` (``latnas.schema.spec``) looks ops up here, and the modules that
+implement ops (``latnas.schema.ops`` for conv/mbconv/skip/classifier,
+``latnas.schema.blocks.ops`` for ``dbb``) register into it, so the dependency is
 one-way: spec -> opdef <- ops. The built-in op modules import torch, so they
 are loaded on the first lookup rather than when this module is imported.
 
@@ -17,14 +17,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from latnas.registry import Registry
+from latnas.schema.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from latnas.spec import BlockSpec
+    from latnas.schema.spec import BlockSpec
 
-BUILTIN_OP_MODULES = ("latnas.ops", "latnas.blocks.ops", "latnas.blocks.nb201")
+BUILTIN_OP_MODULES = ("latnas.schema.ops", "latnas.schema.blocks.ops", "latnas.schema.blocks.nb201")
 """Modules whose import registers the built-in ops (loaded on first lookup)."""
 
 
@@ -34,7 +34,7 @@ class OpDef:
     name = ""
 
     def validate(self, spec: "BlockSpec") -> None:
-        """Raise :class:`~latnas.errors.ShapeError` if ``spec`` is impossible for this op."""
+        """Raise :class:`~latnas.schema.errors.ShapeError` if ``spec`` is impossible for this op."""
 
     def build(self, spec: "BlockSpec") -> "nn.Module":
         raise NotImplementedError
