@@ -11,10 +11,6 @@ plus a check that predictions on random archs of the space are finite.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +19,7 @@ import numpy as np
 from latnas.schema.errors import LatnasError, PredictorFileError
 from predictors.accuracy import AccuracyPredictor
 from predictors.base import space_of
-from predictors.persistence import (META, SCHEMA, STATE, _install, _json_default, _params_from, _parse, _sha256,
-                                    _write_synced, build, encode_params, library_versions, read_files, read_meta,
-                                    state_document)
+from predictors.persistence import META, STATE, _params_from, _parse, build, read_files, read_meta, write_model_folder
 
 LEVEL = "accuracy"
 NAME = "accuracy"
@@ -33,37 +27,8 @@ NAME = "accuracy"
 
 def save_accuracy_predictor(model: AccuracyPredictor, folder: str | Path, verify: bool = True, **meta: Any) -> Path:
     """Write a fitted :class:`AccuracyPredictor` to ``folder`` (loaded back before it replaces anything)."""
-    folder = Path(folder)
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise PredictorFileError(f"{folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / META).is_file():
-        raise PredictorFileError(f"{folder} holds files but no model ({META}); refusing to write a model into it")
-    blobs = {STATE: json.dumps(state_document(model), default=_json_default).encode()}
-    for fname, data in model.to_files().items():
-        blobs[fname] = bytes(data)
-    doc = {"schema": SCHEMA, "level": LEVEL, "predictor": NAME, "params": encode_params(model), "space": model.space,
-           "feature_names": list(model.feature_names), "libraries": library_versions(),
-           "files": {fname: _sha256(data) for fname, data in blobs.items()}, **meta}
-    blobs[META] = json.dumps(doc, indent=1, default=_json_default).encode()
-    folder.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=folder.absolute().parent))
-    try:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        for fname, data in blobs.items():  # meta.json last: a folder without it is never a model
-            _write_synced(tmp / fname, data)
-        if verify:
-            try:
-                load_accuracy_predictor(tmp)
-            except PredictorFileError as exc:
-                reason = str(exc).replace(str(tmp), str(folder))
-                raise PredictorFileError(f"the trained model would not load, so {folder} was not written: {reason}") from None
-        _install(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    doc = {"level": LEVEL, "predictor": NAME, "space": model.space, **meta}
+    return write_model_folder(model, folder, doc, load_accuracy_predictor if verify else None)
 
 
 def load_accuracy_predictor(folder: str | Path, space: str | None = None) -> tuple[AccuracyPredictor, dict[str, Any]]:

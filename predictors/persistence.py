@@ -30,7 +30,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -204,12 +204,27 @@ def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) 
     """
     from predictors.registry import registered_name
 
-    folder = Path(folder)
+    check_model_folder(Path(folder))
+    level, name = registered_name(model)
+    doc = {"level": level, "predictor": name, "space": getattr(model, "space", None)}
+    return write_model_folder(model, folder, {**doc, **meta}, load_predictor if verify else None)
+
+
+def check_model_folder(folder: Path) -> None:
+    """``folder`` may receive a model: absent, empty, or holding a model (which is replaced)."""
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise PredictorFileError(f"{folder} exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / META).is_file():
         raise PredictorFileError(f"{folder} holds files but no model ({META}); refusing to write a model into it")
-    level, name = registered_name(model)
+
+
+def write_model_folder(model, folder: str | Path, doc: dict[str, Any], verify: Callable[[Path], Any] | None) -> Path:
+    """The one writer of model folders (latency and accuracy predictors): ``state.json``, the model's own
+    files and ``meta.json`` (``doc`` plus schema, params, feature names, library versions and every file's
+    sha256) go to a hidden folder beside ``folder``; ``verify(tmp)`` loads it back, and only then is it
+    renamed into place, so a kill leaves either the previous folder or the complete new one."""
+    folder = Path(folder)
+    check_model_folder(folder)
     blobs = {STATE: json.dumps(state_document(model), default=_json_default).encode()}
     for fname, data in model.to_files().items():
         if fname in (META, STATE) or Path(fname).name != fname:
@@ -217,14 +232,14 @@ def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) 
         blobs[fname] = bytes(data)
     doc = {
         "schema": SCHEMA,
-        "level": level,
-        "predictor": name,
+        "level": doc.pop("level"),
+        "predictor": doc.pop("predictor"),
         "params": encode_params(model),
-        "space": getattr(model, "space", None),
+        "space": doc.pop("space", None),
         "feature_names": list(model.feature_names),
         "libraries": library_versions(),
         "files": {fname: _sha256(data) for fname, data in blobs.items()},
-        **meta,
+        **doc,
     }
     blobs[META] = json.dumps(doc, indent=1, default=_json_default).encode()
     folder.absolute().parent.mkdir(parents=True, exist_ok=True)
@@ -235,9 +250,9 @@ def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) 
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a model folder gets the usual mode
         for fname, data in blobs.items():  # meta.json last: a folder without it is never a model
             _write_synced(tmp / fname, data)
-        if verify:
+        if verify is not None:
             try:
-                load_predictor(tmp)
+                verify(tmp)
             except PredictorFileError as exc:
                 reason = str(exc).replace(f"model {tmp}: ", "").replace(str(tmp), str(folder))
                 raise PredictorFileError(f"the trained model would not load, so {folder} was not written: {reason}") from None
