@@ -192,16 +192,9 @@ def _install(tmp: Path, folder: Path) -> None:
 
 
 def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) -> Path:
-    """Write ``model`` to ``folder`` (created); ``meta`` adds fields such as
-    ``target``, ``training`` (hash, rows), ``metrics``, ``fingerprint``.
-
-    The files are written to a hidden folder beside ``folder``, loaded back
-    with every check :func:`load_predictor` applies (``verify``), and only then
-    renamed into place: a model that would not load is a one-line
-    :class:`PredictorFileError` and nothing is written, and a kill at any
-    moment leaves either the previous ``folder`` or the complete new one.
-    An existing ``folder`` must be empty or hold a model (which is replaced).
-    """
+    """Write ``model`` to ``folder``; ``meta`` adds fields such as ``target``, ``training``, ``metrics``,
+    ``fingerprint``. Loaded back with every check :func:`load_predictor` applies (``verify``) before it
+    replaces anything: a model that would not load is a one-line :class:`PredictorFileError`, nothing written."""
     from predictors.registry import registered_name
 
     check_model_folder(Path(folder))
