@@ -59,9 +59,9 @@ VARIANTS = {
     "new-shrink": (True, {"top": 1}),
     "new-trim": (True, {"trim": 0}),
     "new-top5": (True, {"top": 5}),
-    "new+both": (True, {"views": ("run", "fold", "both", "affine", "stages")}),
-    "new-fold": (True, {"views": ("run", "affine", "stages")}),
-    "new-stages": (True, {"views": ("run", "fold", "affine")}),
+    "new+both": (True, {"views": ("run", "fold", "both", "affine")}),
+    "new-fold": (True, {"views": ("run", "affine")}),
+    "new+stages": (True, {"views": ("run", "fold", "affine", "stages")}),
     "new-affine": (True, {"affine": False}),
     "new+cutfold": (True, {"cut_unseen": "fold"}),
 }

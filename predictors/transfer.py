@@ -28,7 +28,7 @@ free; ``affine``: a bounded intercept), chosen by trimmed LOO with shrinkage
 towards the best single source; the stage and one-hot corrections are
 intercept-free ridges (off by default: in the ablation of
 ``benchmarks/transfer_loo.py`` they buy nothing at k = 10-20; per-stage source
-weights are the ``stages`` view instead, see docs/transfer.md), and
+weights are the optional ``stages`` view, see docs/transfer.md), and
 predictions are floored at ``FLOOR_FRACTION * median(y)``, so they are
 positive and bounded by construction. Cut-off archs absent from the samples
 are predicted as the chosen view says (``cut_unseen="source"``) or folded
@@ -88,7 +88,7 @@ class TransferPredictor(ArchPredictor):
 
     def __init__(self, space: str = "fbnet", source_models=None, use_flops: bool = True, stage_features: bool = False,
                  residual: bool = False, relative: bool = True, alphas=DEFAULT_ALPHAS, method: str = "robust",
-                 liveness: bool = True, affine: bool = True, views=("run", "fold", "affine", "stages"), top: int = 3,
+                 liveness: bool = True, affine: bool = True, views=("run", "fold", "affine"), top: int = 3,
                  trim: int = 1, cut_unseen: str = "source", self_check: bool = False):
         self.space = space
         self.relative = relative
