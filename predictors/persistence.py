@@ -36,6 +36,7 @@ import numpy as np
 
 from latnas.schema.errors import DataError, LatnasError, PredictorFileError
 from latnas.schema.safe_json import loads
+from predictors.atomic_dir import replace_dir
 from predictors.base import SavedState, space_of
 from predictors.data import MAX_TABLE_VALUE  # a prediction above it is no latency
 
@@ -172,25 +173,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _install(tmp: Path, folder: Path) -> None:
-    """Move the finished ``tmp`` folder to ``folder`` by rename: a reader sees the old model or the new one, never half."""
-    if not os.path.lexists(folder) or (folder.is_dir() and not any(folder.iterdir())):
-        os.replace(tmp, folder)  # rename(2) also replaces an empty folder
-    else:
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-        os.replace(folder, old / folder.name)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    try:
-        fd = os.open(folder.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def save_predictor(model, folder: str | Path, verify: bool = True, **meta: Any) -> Path:
     """Write ``model`` to ``folder``; ``meta`` adds fields such as ``target``, ``training``, ``metrics``,
     ``fingerprint``. Loaded back with every check :func:`load_predictor` applies (``verify``) before it
@@ -249,7 +231,7 @@ def write_model_folder(model, folder: str | Path, doc: dict[str, Any], verify: C
             except PredictorFileError as exc:
                 reason = str(exc).replace(f"model {tmp}: ", "").replace(str(tmp), str(folder))
                 raise PredictorFileError(f"the trained model would not load, so {folder} was not written: {reason}") from None
-        _install(tmp, folder)
+        replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

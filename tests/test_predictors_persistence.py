@@ -141,3 +141,22 @@ def test_no_pickle_in_package():
     for path in root.rglob("*.py"):
         text = path.read_text()
         assert "import pickle" not in text and "joblib" not in text, path
+
+
+def test_replacing_a_model_folder_swaps_atomically(tmp_path, monkeypatch):
+    """An existing model is exchanged with the new one in one step (renameat2) where Linux allows it;
+    elsewhere the old one is moved aside and the new one renamed in. Both paths end with only the new."""
+    import predictors.atomic_dir as atomic
+
+    for swap in (True, False):
+        folder, tmp = tmp_path / f"m{swap}", tmp_path / f".m{swap}.part"
+        folder.mkdir()
+        (folder / "meta.json").write_text("old")
+        tmp.mkdir()
+        (tmp / "meta.json").write_text("new")
+        if not swap:
+            monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+        atomic.replace_dir(tmp, folder)
+        assert (folder / "meta.json").read_text() == "new"
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".m{swap}")) == []
+    assert atomic.exchange(tmp_path / "nope-a", tmp_path / "nope-b") is False  # missing paths: not swapped
