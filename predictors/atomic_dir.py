@@ -13,6 +13,28 @@ AT_FDCWD = -100
 RENAME_EXCHANGE = 2  # linux/fs.h: swap two existing paths atomically (Linux 3.15+, glibc 2.28+)
 
 
+def scratch_dir(folder: Path) -> Path:
+    """A hidden folder beside ``folder`` to write into; leftovers of killed writers (their pid no longer
+    runs) are swept first, so an interrupted save leaves no debris behind for long."""
+    parent = folder.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(f".{folder.name}.part-*-*"):
+        pid = old.name[len(f".{folder.name}.part-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exchange(a: Path, b: Path) -> bool:
     """Swap ``a`` and ``b`` atomically with renameat2(RENAME_EXCHANGE); False where the system cannot."""
     try:

@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +35,7 @@ import numpy as np
 
 from latnas.schema.errors import DataError, LatnasError, PredictorFileError
 from latnas.schema.safe_json import loads
-from predictors.atomic_dir import replace_dir
+from predictors.atomic_dir import replace_dir, scratch_dir
 from predictors.base import SavedState, space_of
 from predictors.data import MAX_TABLE_VALUE  # a prediction above it is no latency
 
@@ -217,8 +216,7 @@ def write_model_folder(model, folder: str | Path, doc: dict[str, Any], verify: C
         **doc,
     }
     blobs[META] = json.dumps(doc, indent=1, default=_json_default).encode()
-    folder.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=folder.absolute().parent))
+    tmp = scratch_dir(folder)
     try:
         umask = os.umask(0o022)
         os.umask(umask)

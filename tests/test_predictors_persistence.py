@@ -160,3 +160,18 @@ def test_replacing_a_model_folder_swaps_atomically(tmp_path, monkeypatch):
         assert (folder / "meta.json").read_text() == "new"
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".m{swap}")) == []
     assert atomic.exchange(tmp_path / "nope-a", tmp_path / "nope-b") is False  # missing paths: not swapped
+
+
+def test_a_killed_writers_scratch_folder_is_swept_at_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    from predictors.atomic_dir import scratch_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".m.part-{int(dead.stdout)}-abc"
+    stale.mkdir()
+    live = tmp_path / f".m.part-{__import__('os').getpid()}-xyz"  # a writer still running keeps its folder
+    live.mkdir()
+    new = scratch_dir(tmp_path / "m")
+    assert not stale.exists() and live.exists() and new.exists() and new.name.startswith(".m.part-")
