@@ -94,6 +94,9 @@ def base_argv(path: tuple[str, ...], d: Path, w: Path) -> list[tuple[str, list[s
                       ("n_train", ["--n-train", "20"]), ("n_val", ["--n-val", "20"])],
         ("demo",): [("out", ["-o", str(w / "demo")]), ("quick", ["--quick"])],
         ("agent", "info"): [("url", ["--url", "http://127.0.0.1:9"]), ("timeout_s", ["--timeout", "0.5"])],
+        ("train-accuracy",): [("output", ["-o", str(w / "acc")]), ("table", ["--table", str(d / "acc.csv")]),
+                              ("score_column", ["--score-column", "acc"]), ("proxies", ["--proxies", "none"]),
+                              ("mode", ["--mode", "ridge"])],
     }
     return table.get(path, [])
 
@@ -149,6 +152,9 @@ def stored(tmp_path_factory):
         store.use_device("f00d", {"cpu": "test"})
         stats = summarize([1.0, 1.1, 0.9, 1.0], warmup_runs=2, stable=True)
         store.put(Measurement("conv_x", "block", "onnxruntime", "f00d", 1, stats, {"op": "conv"}, 1.0))
+    nb = get_space("nb201")
+    rows = [f"{nb.format_arch(a)},{50 + i % 40}" for i, a in enumerate(nb.random_archs(30, rng=0))]
+    (d / "acc.csv").write_text("arch,acc\n" + "\n".join(rows) + "\n")
     (d / "binary.bin").write_bytes(bytes(range(256)) * 16)
     (d / "regular").write_text("a regular file\n")
     os.mkfifo(d / "fifo")
