@@ -18,7 +18,8 @@ every source, 60 stage columns, 30 one-hot residual columns, one-hot
 sources), ``new`` (the default :class:`TransferPredictor`), and ablations
 of ``new`` (``-stage``, ``-resid``: corrections off; ``+stage``, ``+resid``:
 on; ``-live``: one-hot sources and views; ``-shrink``: best single source
-only; ``-trim``: untrimmed LOO; ``top5``), and of ``old`` (``old-stage``,
+only; ``-trim``: untrimmed LOO; ``top5``; ``-srcstage``: no per-source
+stage correction; ``+stages``: the ``stages`` view as a shrinkage target), and of ``old`` (``old-stage``,
 ``old-resid``, ``old-both``).
 """
 from __future__ import annotations
@@ -63,6 +64,7 @@ VARIANTS = {
     "new-fold": (True, {"views": ("run", "affine")}),
     "new+stages": (True, {"views": ("run", "fold", "affine", "stages")}),
     "new-affine": (True, {"affine": False}),
+    "new-srcstage": (True, {"source_stages": False}),
     "new+cutfold": (True, {"cut_unseen": "fold"}),
 }
 

@@ -14,7 +14,9 @@ Family (each member fit by non-negative least squares on relative error):
   weight per piece: the device's own samples decide how much dead ops cost);
 * a mixture of the ``top`` best single sources (each in its best view);
 * the mixture shrunk towards the best single source:
-  ``(1 - lam) * best + lam * mixture``, ``lam`` in :data:`SHRINK`.
+  ``(1 - lam) * best + lam * mixture``, ``lam`` in :data:`SHRINK`; with the
+  optional ``stages`` view the top sources weighed per stage are one more
+  such mixture (never a member alone: 8+ free weights follow noise at k = 20).
 
 Members are scored by *trimmed* leave-one-out relative error (the worst
 ``trim`` folds dropped, squared errors capped), so a single outlier sample
@@ -156,6 +158,9 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
     if not singles:
         raise DataError("no transfer source predicts a positive latency for the target's samples")
     rank = {v: i for i, v in enumerate((*VIEWS, "stages"))}
+    staged = {key: singles.pop(key) for key in [key for key in singles if key[1] == "stages"]}
+    if not singles:
+        singles, staged = staged, {}
     order = sorted(singles, key=lambda key: (singles[key][3], rank[key[1]]))  # ties: the simpler view
     best = order[0]
     chosen: list[tuple[int, str]] = []
@@ -175,11 +180,14 @@ def combine(parts: np.ndarray, y: np.ndarray, top: int = 3, trim: int = 1,
                 maps = view_maps("affine", float(lo[s]), n_pieces)[1:2]
                 singles[(s, "shift")] = (parts[:, s, :] @ maps[:, :-1].T + maps[:, -1], maps, None, np.inf)
                 mixtures["all"].append((s, "shift"))
+    if staged:  # a source weighed per stage: only a shrinkage target (its 8+ weights follow noise at k = 20)
+        singles.update(staged)
+        mixtures["stages"] = [(c[0], "stages") for c in chosen if (c[0], "stages") in staged]
     scores = {f"single:{best[0]}:{best[1]}": singles[best][3]}
     pick = (singles[best][3], 0.0, None)
     loos = {}
     for name, keys in mixtures.items():
-        if len(keys) < 2:
+        if len(keys) < (1 if name.startswith("stages") else 2):
             continue
         cols = np.column_stack([singles[c][0] for c in keys] + ([np.ones(n)] if name == "all" else []))
         loos[name] = (keys, cols, _loo_pred(cols, y, ys))
