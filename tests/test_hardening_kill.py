@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,14 +75,21 @@ def test_train_killed_at_any_moment_leaves_no_half_model(tmp_path):
             new = parts() - old
             return bool(new) and (stage == "files" or any((p / "meta.json").exists() for p in new))
 
-        assert _kill_when(_start(*args), ready), f"train finished before the kill ({stage})"
+        for _ in range(4):  # the verify window is short: on a loaded host a run may finish first; that try is void
+            if _kill_when(_start(*args), ready):
+                return
+            if stage_is_fresh:
+                shutil.rmtree(out)
+        raise AssertionError(f"train finished before the kill ({stage}), 4 times")
 
+    stage_is_fresh = True
     for stage in ("files", "meta"):  # no model yet: none may appear
         kill_in(stage)
         assert not out.exists(), f"a train killed while writing ({stage}) left {out}"
     done = _cli(*args)
     assert done.returncode == 0, done.stderr
     before = (out / "state.json").read_bytes()
+    stage_is_fresh = False
     for stage in ("files", "meta"):  # replacing a model: the previous one stays, whole
         kill_in(stage)
         assert (out / "state.json").read_bytes() == before and _loads(out)
