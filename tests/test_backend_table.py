@@ -99,3 +99,41 @@ def test_cli_profile_backend_table_needs_table(tmp_path, capsys):
     rc = main(["profile", "--space", "fbnet", "--backend", "table", "--store", str(tmp_path / "p.db"), "--models", "2"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and "--device-table" in err and "\n" not in err
+
+
+def test_search_verify_and_refit_calibrates_an_optimistic_predictor(tmp_path, capsys):
+    """The device runs every arch 2x slower than the predictor thinks: one round of --profile-top finds no
+    arch within budget; further rounds calibrate by the measured/predicted ratio and verify archs that meet it."""
+    import itertools
+
+    nb = get_space("nb201")
+    archs = np.array(list(itertools.product(range(nb.n_choices), repeat=nb.n_layers)), dtype=np.int64)
+    cost = np.random.default_rng(0).uniform(0.5, 2.0, size=(nb.n_layers, nb.n_choices))
+    fast = 1.0 + cost[np.arange(nb.n_layers), archs].sum(axis=1)
+    t = synthetic_arch_table(nb, n=1, seed=0, noise=0.0, devices={"a_ms": 1.0})
+    t.archs, t.arch_strings = archs, [nb.format_arch(a) for a in archs]
+    t.columns = {"dev_ms": fast}  # what the predictor learns
+    train_csv = write_arch_csv(t, tmp_path / "train.csv")
+    t.columns = {"dev_ms": 2.0 * fast, "acc": 40.0 + 3.0 * fast}  # what the device does; slower archs score higher
+    csv = write_arch_csv(t, tmp_path / "dev.csv")
+    assert main(["train", "--table", str(train_csv), "--space", "nb201", "--target", "dev_ms", "--model", "ridge",
+                 "-o", str(tmp_path / "m")]) == 0
+    budget = float(np.median(2.0 * fast))
+
+    def run(rounds: int) -> dict:
+        out = tmp_path / f"s{rounds}"
+        rc = main(["search", "--space", "nb201", "--predictor", str(tmp_path / "m"), "--budget", f"{budget:.3f}ms",
+                   "--algo", "rea", "--evals", "60", "--score-table", str(csv), "--score-column", "acc",
+                   "--profile-top", "3", "--profile-rounds", str(rounds), "--backend", "table",
+                   "--device-table", str(csv), "--device-column", "dev_ms", "-o", str(out), "--quiet"])
+        assert rc == 0, capsys.readouterr().err
+        return json.loads((out / "result.json").read_text())
+
+    once = run(1)
+    assert once["profile"]["meets_budget"] == 0 and len(once["profile"]["rounds"]) == 1
+    refit = run(3)
+    rounds = refit["profile"]["rounds"]
+    assert refit["profile"]["meets_budget"] >= 1 and len(rounds) >= 2
+    assert rounds[1]["calibration"] == pytest.approx(2.0, rel=0.1)
+    chosen = t.arch_strings.index(refit["chosen"])
+    assert t.columns["dev_ms"][chosen] <= budget  # the chosen arch is a verified one

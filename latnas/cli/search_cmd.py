@@ -31,6 +31,7 @@ def search(
     margin: float = typer.Option(0.0, "--margin", help="Guard band: search under budget*(1-margin) to absorb predictor error (e.g. 0.05)."),
     proxy: Optional[str] = typer.Option(None, "--proxy", help="'flops': search the FLOPs proxy instead of the predictor."),
     profile_top: int = typer.Option(0, "--profile-top", min=0, max=MAX_PROFILE_TOP, help="Profile the top K archs on the real device."),
+    profile_rounds: int = typer.Option(3, "--profile-rounds", min=1, max=20, help="With --profile-top: while no measured arch meets the budget, calibrate by the measured/predicted ratio and verify again (search again if needed), up to this many rounds."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Profiler backend for --profile-top (table: an emulated device, see --device-table)."),
     device_table: Optional[str] = typer.Option(None, "--device-table", help="With --backend table: CSV of archs and latency columns (e.g. the NAS-Bench-201 table)."),
     device_column: Optional[str] = typer.Option(None, "--device-column", help="With --backend table: the latency column that is the device, e.g. pixel3_ms."),
@@ -90,7 +91,7 @@ def search(
             out_dir=out, space=space, predictor=predictor, budget=budget, algo=algo, evals=evals, seed=seed,
             score=score, score_table=score_table, score_column=score_column, arch_column=arch_column, score_model=score_model,
             data=data, n_train=n_train, n_val=n_val, resolution=resolution, proxy=proxy, margin=margin,
-            profile_top=profile_top, backend=backend, device_table=device_table, device_column=device_column, profile_quick=profile_quick, export=export,
+            profile_top=profile_top, profile_rounds=profile_rounds, backend=backend, device_table=device_table, device_column=device_column, profile_quick=profile_quick, export=export,
             resume=resume, options=options, progress=report, executor=runner or "local",
         )
         try:
@@ -159,7 +160,14 @@ def _print_summary(outcome) -> None:
             line += f": {prof['meets_budget']}/{prof['profiled']} meet the budget when measured"
         if prof.get("mean_abs_error_ms") is not None:
             line += f", mean |predicted - measured| {prof['mean_abs_error_ms']:.3f} ms"
+        if len(prof.get("rounds") or []) > 1:
+            line += f", {len(prof['rounds'])} verify rounds (calibration x{prof['rounds'][-1]['calibration']:.2f})"
         console.print(line)
+        if prof.get("meets_budget") == 0:
+            import sys
+
+            print("warning: no measured arch meets the budget; the chosen arch is the best predicted one, unverified "
+                  "(a larger --profile-rounds or --margin, or a predictor with more samples of this device)", file=sys.stderr)
     if outcome.chosen:
         named = s.get("chosen_arch_str")
         console.print(f"chosen arch: {outcome.chosen}" + (f" ({named})" if named else ""))

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from latnas.schema.errors import DataError, PredictorFileError
+from latnas.schema.errors import DataError, LatnasError, PredictorFileError
 from latnas.schema.latency_table import LatencyTable, flops_table
 from latnas.search.algorithm import ALGORITHMS, Termination, minimize
 from latnas.search.base import SearchResult
@@ -63,6 +63,7 @@ class SearchJob:
     proxy: str | None = None  # "flops": search the FLOPs proxy (predictor, if given, only reports ms)
     margin: float = 0.0  # guard band: search under budget * (1 - margin) to absorb predictor error
     profile_top: int = 0
+    profile_rounds: int = 3  # verify-and-refit rounds when no measured arch meets the budget (1: measure once)
     backend: str = "onnxruntime"
     device_table: str | None = None  # backend "table": CSV of archs and latency columns (an emulated device)
     device_column: str | None = None  # backend "table": which latency column is the device
@@ -186,6 +187,70 @@ def _check_backend(job: SearchJob) -> None:
         backend.lookup(get_space(job.space, batch=1))  # reads and validates the column now
 
 
+def front_rows(space: SearchSpace, result, objective: LatencyTable, ms_table: LatencyTable | None) -> list[dict[str, Any]]:
+    """Rows of the front, best score first (every arch meets the searched budget: the problem scores no other)."""
+    archs_int = np.asarray(result.archs, dtype=np.int64).reshape(len(result.archs), space.n_layers)
+    objective_lat = objective.predict(archs_int) if len(archs_int) else np.zeros(0)
+    ms_pred = ms_table.predict(archs_int) if (ms_table is not None and len(archs_int)) else np.full(len(archs_int), np.nan)
+    proxy_used = unit_kind(objective.unit) == "MFLOPs"
+    rows = []
+    for i, a in enumerate(result.archs):
+        row = {"arch": space.format_arch(a), "predicted_ms": float(ms_pred[i]), "score": float(result.scores[i])}
+        if proxy_used:
+            row["mflops"] = float(objective_lat[i])
+        rows.append(row)
+    return rows
+
+
+def verify_and_refit(job: SearchJob, space: SearchSpace, budget: Budget | None, rows, result, objective, ms_table):
+    """Measure the top ``profile_top`` archs on the device; while none meets the budget, calibrate the
+    predictor by the worst measured/predicted ratio so far and verify the best front archs that the
+    calibrated prediction keeps within budget, searching again under ``budget / ratio`` when the front
+    has none (at most ``profile_rounds`` rounds). Returns (rows, profile summary, result)."""
+    ms_budget = budget is not None and budget.unit == "ms"
+    measured: dict[str, float] = {}
+    rounds: list[dict[str, Any]] = []
+    ratio = 1.0
+    for rnd in range(max(1, int(job.profile_rounds))):
+        cands = [r for r in rows if r["arch"] not in measured and
+                 (rnd == 0 or not math.isfinite(r["predicted_ms"]) or r["predicted_ms"] * ratio <= budget.value)]
+        if not cands and rnd > 0:  # the front holds nothing the calibration keeps: search under the calibrated budget
+            try:
+                problem = build_problem(job, space, objective, Budget(budget.value / ratio, budget.unit))
+            except LatnasError:  # below the cheapest arch: the device cannot meet the budget this way
+                break
+            algorithm = ALGORITHMS.get(job.algo)(dict(job.options), seed=job.seed + rnd, workdir=None, progress=job.progress)
+            result = minimize(problem, algorithm, Termination(job.evals))
+            rows = front_rows(space, result, objective, ms_table)
+            cands = [r for r in rows if r["arch"] not in measured]
+        top = [r["arch"] for r in cands[: job.profile_top]]
+        if not top:
+            break
+        measured.update(profile_archs(space, top, job.backend, quick=job.profile_quick, options=backend_options(job)))
+        for r in rows:
+            if r["arch"] in measured:
+                r["measured_ms"] = measured[r["arch"]]
+                if ms_budget:
+                    r["meets_budget"] = bool(measured[r["arch"]] <= budget.value)
+        met = sum(bool(r.get("meets_budget")) for r in rows)
+        rounds.append({"round": rnd + 1, "calibration": ratio, "profiled": len(top), "meets_budget": met})
+        seen = [(measured[r["arch"]], r["predicted_ms"]) for r in rows if r["arch"] in measured and r["predicted_ms"] > 0]
+        ratio = max([ratio] + [m / p for m, p in seen])
+        if met or not ms_budget or ratio <= 1.0:
+            break
+    errors = [abs(r["measured_ms"] - r["predicted_ms"]) for r in rows if "measured_ms" in r and math.isfinite(r["predicted_ms"])]
+    profile = {
+        "backend": job.backend,
+        "device_table": job.device_table,
+        "device_column": job.device_column,
+        "profiled": len(measured),
+        "meets_budget": sum(bool(r.get("meets_budget")) for r in rows) if ms_budget else None,
+        "mean_abs_error_ms": float(np.mean(errors)) if errors else None,
+        "rounds": rounds,
+    }
+    return rows, profile, result
+
+
 def run_search(job: SearchJob) -> SearchOutcome:
     """Run one search job end to end (see module docstring)."""
     t0 = time.perf_counter()
@@ -202,39 +267,12 @@ def run_search(job: SearchJob) -> SearchOutcome:
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = minimize(problem, algorithm, termination)
-
-    # rows of the front, best score first (every arch meets the budget: the problem scores no other)
-    archs_int = np.asarray(result.archs, dtype=np.int64).reshape(len(result.archs), space.n_layers)
-    objective_lat = objective.predict(archs_int) if len(archs_int) else np.zeros(0)
-    ms_pred = ms_table.predict(archs_int) if (ms_table is not None and len(archs_int)) else np.full(len(archs_int), np.nan)
-    proxy_used = unit_kind(objective.unit) == "MFLOPs"
-    rows = []
-    for i, a in enumerate(result.archs):
-        row = {"arch": space.format_arch(a), "predicted_ms": float(ms_pred[i]), "score": float(result.scores[i])}
-        if proxy_used:
-            row["mflops"] = float(objective_lat[i])
-        rows.append(row)
+    rows = front_rows(space, result, objective, ms_table)
 
     profile: dict[str, Any] = {}
     if job.profile_top and rows:
-        top = [r["arch"] for r in rows[: job.profile_top]]
-        measured = profile_archs(space, top, job.backend, quick=job.profile_quick, options=backend_options(job))
-        ms_budget = budget is not None and budget.unit == "ms"
-        for r in rows:
-            if r["arch"] in measured:
-                r["measured_ms"] = measured[r["arch"]]
-                if ms_budget:
-                    r["meets_budget"] = bool(measured[r["arch"]] <= budget.value)
+        rows, profile, result = verify_and_refit(job, space, budget, rows, result, objective, ms_table)
         met = [r for r in rows if r.get("meets_budget")]
-        errors = [abs(r["measured_ms"] - r["predicted_ms"]) for r in rows if "measured_ms" in r and math.isfinite(r["predicted_ms"])]
-        profile = {
-            "backend": job.backend,
-            "device_table": job.device_table,
-            "device_column": job.device_column,
-            "profiled": len(measured),
-            "meets_budget": len(met) if ms_budget else None,
-            "mean_abs_error_ms": float(np.mean(errors)) if errors else None,
-        }
         chosen = met[0]["arch"] if met else rows[0]["arch"]
     else:
         chosen = rows[0]["arch"] if rows else None
