@@ -94,6 +94,8 @@ def base_argv(path: tuple[str, ...], d: Path, w: Path) -> list[tuple[str, list[s
                       ("n_train", ["--n-train", "20"]), ("n_val", ["--n-val", "20"])],
         ("demo",): [("out", ["-o", str(w / "demo")]), ("quick", ["--quick"])],
         ("agent", "info"): [("url", ["--url", "http://127.0.0.1:9"]), ("timeout_s", ["--timeout", "0.5"])],
+        ("kernels", "profile"): [("store", ["--store", str(w / "k.db")]), ("types", ["--types", "fc"]),
+                                 ("scale", ["--scale", "0.01"]), ("quick", ["--quick"])],
         ("train-accuracy",): [("output", ["-o", str(w / "acc")]), ("table", ["--table", str(d / "acc.csv")]),
                               ("score_column", ["--score-column", "acc"]), ("proxies", ["--proxies", "none"]),
                               ("mode", ["--mode", "ridge"])],
