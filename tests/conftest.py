@@ -34,3 +34,13 @@ def fbnet_data() -> Path:
 def _session_profiling_lock(tmp_path_factory, monkeypatch):
     """Profiling in tests takes a lock of this test session, not the host's: a real run elsewhere never blocks CI."""
     monkeypatch.setenv("LATNAS_LOCK_DIR", str(tmp_path_factory.getbasetemp() / "profiling-locks"))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A CLI case's working folder (``tmp_path/work``, empty) with the cwd and the profiling lock in ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATNAS_LOCK_DIR", str(tmp_path / "locks"))
+    work = tmp_path / "work"
+    work.mkdir()
+    return work

@@ -15,14 +15,6 @@ from hardening_inputs import checkpoint_files, data_dirs
 from test_cli_fuzz import ARCH, stored  # noqa: F401 - the shared fixture
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LATNAS_LOCK_DIR", str(tmp_path / "locks"))
-    work = tmp_path / "work"
-    work.mkdir()
-    return work
-
 
 def test_bad_data_folders_refused(stored, env, tmp_path, capsys):  # noqa: F811
     dirs = data_dirs(tmp_path / "data")

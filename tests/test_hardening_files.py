@@ -15,14 +15,6 @@ from latnas.cli.main import main
 from test_cli_fuzz import stored  # noqa: F401 - the shared fixture: a table, a trained model, a store
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LATNAS_LOCK_DIR", str(tmp_path / "locks"))
-    work = tmp_path / "work"
-    work.mkdir()
-    return work
-
 
 def test_bad_tables_refused_by_every_table_option(stored, env, capsys):  # noqa: F811
     bad = table_files(stored / "lat.csv", stored / "bad_tables")

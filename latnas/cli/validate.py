@@ -126,17 +126,10 @@ def check_input_file(path: Path | str, option: str, max_bytes: int = MAX_INPUT_B
     text = str(path)
     if not text.strip():
         raise DataError(f"{option} must not be empty")
+    from latnas.schema.files import regular_file
+
     path = Path(text)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise DataError(f"{option} {path} does not exist") from None
-    except OSError as exc:
-        raise DataError(f"{option} {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{option} {path} is not a regular file")
-    if st.st_size > max_bytes:
-        raise DataError(f"{option} {path} is {st.st_size} bytes; the limit is {max_bytes}")
+    regular_file(path, option, max_bytes)
     return path
 
 

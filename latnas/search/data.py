@@ -23,7 +23,6 @@ Every failure is a one-line :class:`DataError`.
 from __future__ import annotations
 
 import logging
-import stat
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from latnas.schema.errors import DataError
+from latnas.schema.files import regular_file
 from latnas.search.base import SearchData
 from latnas.schema.spaces import SearchSpace, get_space
 
@@ -228,14 +228,7 @@ def _read_cifar_bin(files: Sequence[Path], label_bytes: int, label_index: int) -
     record = label_bytes + CIFAR_PIXELS
     xs, ys = [], []
     for f in files:
-        try:
-            st = f.stat()
-        except OSError as exc:
-            raise DataError(f"cannot read {f}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{f} is not a regular file")
-        if st.st_size > MAX_CIFAR_BYTES:
-            raise DataError(f"{f} is {st.st_size} bytes; a CIFAR binary file is at most {MAX_CIFAR_BYTES}")
+        regular_file(f, "CIFAR binary file", MAX_CIFAR_BYTES)
         raw = np.fromfile(f, dtype=np.uint8)
         if raw.size == 0 or raw.size % record:
             raise DataError(f"{f} is not a CIFAR binary file ({raw.size} bytes is not a multiple of {record})")
