@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from hardening_cases import TRAIN_ONLY, argv_cases, model_folders, run_all, run_case, table_files
 from latnas.cli.main import main
