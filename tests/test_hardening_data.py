@@ -8,7 +8,6 @@ values for the command's other parameters: each must end in exit 2 with one
 """
 from __future__ import annotations
 
-
 from hardening_cases import argv_cases, run_all
 from hardening_inputs import checkpoint_files, data_dirs
 from test_cli_fuzz import ARCH, stored  # noqa: F401 - the shared fixture

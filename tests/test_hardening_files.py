@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-
 from hardening_cases import TRAIN_ONLY, argv_cases, model_folders, run_all, run_case, table_files
 from latnas.cli.main import main
 from test_cli_fuzz import stored  # noqa: F401 - the shared fixture: a table, a trained model, a store
